@@ -1,0 +1,148 @@
+"""The DuckDB engine: one connection per workspace, configured by the profile, air-gapped.
+
+Extensions load from the pinned ``duckdb-extension-*`` wheels by file path; DuckDB's
+autoinstall and autoload are off, so nothing is ever downloaded. The profile sets
+``memory_limit``, ``threads`` and a ``temp_directory`` to spill to.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ratatouille.config import EngineConfig, ProfileName, S3Config
+from ratatouille.errors import CatalogError, RatatouilleError
+
+if TYPE_CHECKING:
+    import duckdb
+
+# Load order matters: iceberg needs avro.
+EXTENSIONS = ("avro", "iceberg", "httpfs")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Resolved engine limits for one machine size."""
+
+    name: str
+    memory_limit: str
+    threads: int
+    max_parallel_pipelines: int
+
+
+_PROFILES: dict[str, tuple[str, int, int]] = {
+    "tiny": ("1GB", 1, 1),
+    "small": ("2GB", 2, 2),
+    "medium": ("6GB", 4, 4),
+    "large": ("24GB", 16, 8),
+}
+
+
+def total_memory_bytes() -> int:
+    """Physical memory of this machine (or of its cgroup limit when lower)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def resolve_profile(name: ProfileName, overrides: EngineConfig) -> Profile:
+    """Pick the profile's limits; ``auto`` chooses by RAM. Engine overrides win."""
+    if name == "auto":
+        gib = total_memory_bytes() / 2**30
+        name = "tiny" if gib < 4.5 else "small" if gib < 10 else "medium" if gib < 40 else "large"
+    memory, threads, parallel = _PROFILES[name]
+    threads = min(threads, os.cpu_count() or 1)
+    return Profile(
+        name=name,
+        memory_limit=overrides.memory_limit or memory,
+        threads=overrides.threads or threads,
+        max_parallel_pipelines=overrides.max_parallel_pipelines or parallel,
+    )
+
+
+def extension_path(name: str) -> Path:
+    """The extension file shipped in the ``duckdb-extension-<name>`` wheel.
+
+    Raises:
+        RatatouilleError: the wheel is not installed.
+    """
+    import duckdb
+
+    try:
+        root = importlib.resources.files(f"duckdb_extension_{name}")
+    except ModuleNotFoundError as exc:
+        raise RatatouilleError(
+            f"the DuckDB `{name}` extension is not installed; install `duckdb-extension-{name}=="
+            f"{duckdb.__version__}` (Ratatouille never downloads extensions at run time)"
+        ) from exc
+    return Path(str(root)) / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+
+
+def connect(profile: Profile, temp_directory: Path, s3: S3Config | None = None) -> duckdb.DuckDBPyConnection:
+    """Open an in-memory DuckDB connection with the profile's limits and the extensions loaded.
+
+    Raises:
+        RatatouilleError: an extension wheel is missing or does not load.
+    """
+    import duckdb
+
+    temp_directory.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "memory_limit": profile.memory_limit,
+            "threads": profile.threads,
+            "temp_directory": str(temp_directory),
+            # Extensions are loaded by absolute path from the wheels, never from ~/.duckdb.
+            "extension_directory": str(temp_directory / "extensions"),
+        }
+    )
+    for name in EXTENSIONS:
+        path = extension_path(name)
+        try:
+            con.execute(f"LOAD '{path}'")
+        except duckdb.Error as exc:
+            raise RatatouilleError(f"cannot load the DuckDB `{name}` extension from {path}: {exc}") from exc
+    if s3 is not None:
+        configure_s3(con, s3)
+    return con
+
+
+def configure_s3(con: duckdb.DuckDBPyConnection, s3: S3Config) -> None:
+    """Give DuckDB's httpfs the project's S3 endpoint and credentials as a secret.
+
+    Raises:
+        CatalogError: DuckDB rejects the settings.
+    """
+    import duckdb
+
+    options = [f"REGION {_literal(s3.region)}"]
+    if s3.access_key_id:
+        options.append(f"KEY_ID {_literal(s3.access_key_id)}")
+    if s3.secret_access_key:
+        options.append(f"SECRET {_literal(s3.secret_access_key.get_secret_value())}")
+    if s3.endpoint:
+        endpoint = s3.endpoint
+        use_ssl = not endpoint.startswith("http://")
+        endpoint = endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
+        options.append(f"ENDPOINT {_literal(endpoint)}")
+        options.append(f"USE_SSL {str(use_ssl).lower()}")
+    options.append(f"URL_STYLE {_literal('path' if s3.path_style else 'vhost')}")
+    try:
+        con.execute(f"CREATE OR REPLACE SECRET rat_s3 (TYPE s3, {', '.join(options)})")
+    except duckdb.Error as exc:
+        raise CatalogError(f"cannot configure S3 access for DuckDB: {exc}") from exc
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

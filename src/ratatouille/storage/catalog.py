@@ -1,0 +1,200 @@
+"""The Iceberg catalog and the warehouse: where tables are found and where their files go.
+
+Namespaces are ``<workspace>.<layer>``; a table lives at ``<warehouse>/<workspace>/<layer>/<name>``.
+The SQL catalog (SQLite by default, PostgreSQL in production) is read with one query when
+listing tables, so opening a query session does not load every table's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ratatouille.config import ProjectConfig
+from ratatouille.errors import CatalogError, TableNotFoundError
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A table's identity and where its current metadata is."""
+
+    workspace: str
+    layer: str
+    name: str
+    metadata_location: str | None = None
+
+    @property
+    def identifier(self) -> tuple[str, str, str]:
+        """The catalog identifier."""
+        return (self.workspace, self.layer, self.name)
+
+    @property
+    def qualified(self) -> str:
+        """``workspace.layer.name``."""
+        return f"{self.workspace}.{self.layer}.{self.name}"
+
+    @property
+    def short(self) -> str:
+        """``layer.name``, as written inside a workspace."""
+        return f"{self.layer}.{self.name}"
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute against the project root, and pin the
+    PostgreSQL driver to psycopg 3 (SQLAlchemy's bare ``postgresql://`` means psycopg2)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            path = (root / relative).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{path}"
+    if uri.startswith("postgresql://") or uri.startswith("postgres://"):
+        return "postgresql+psycopg://" + uri.split("://", 1)[1]
+    return uri
+
+
+class Lakehouse:
+    """The project's catalog and warehouse."""
+
+    def __init__(self, root: Path, config: ProjectConfig) -> None:
+        self.root = root
+        self.config = config
+        warehouse = config.storage.warehouse
+        if "://" in warehouse:
+            self.warehouse = warehouse.rstrip("/")
+        else:
+            self.warehouse = str((root / warehouse).resolve())
+        self.is_s3 = self.warehouse.startswith(("s3://", "s3a://"))
+
+    def io_properties(self) -> dict[str, str]:
+        """PyIceberg FileIO properties for the warehouse."""
+        s3 = self.config.storage.s3
+        props: dict[str, str] = {"s3.region": s3.region}
+        if s3.endpoint:
+            props["s3.endpoint"] = s3.endpoint
+        if s3.access_key_id:
+            props["s3.access-key-id"] = s3.access_key_id
+        if s3.secret_access_key:
+            props["s3.secret-access-key"] = s3.secret_access_key.get_secret_value()
+        if s3.path_style:
+            props["s3.force-virtual-addressing"] = "false"
+        return props
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """The PyIceberg catalog, opened on first use.
+
+        Raises:
+            CatalogError: the catalog cannot be reached or initialised.
+        """
+        cfg = self.config.catalog
+        props = {**self.io_properties(), **cfg.properties}
+        try:
+            if cfg.type == "sql":
+                from pyiceberg.catalog.sql import SqlCatalog
+
+                warehouse = self.warehouse if self.is_s3 else f"file://{self.warehouse}"
+                return SqlCatalog(cfg.name, uri=resolve_uri(cfg.uri, self.root), warehouse=warehouse, **props)
+            from pyiceberg.catalog.rest import RestCatalog
+
+            return RestCatalog(cfg.name, uri=cfg.uri, warehouse=self.warehouse, **props)
+        except Exception as exc:  # the drivers raise anything from OSError to their own errors
+            raise CatalogError(
+                f"cannot open the {cfg.type} catalog at {_redact(cfg.uri)}: {exc}; "
+                "check `catalog.uri` in ratatouille.yaml"
+            ) from exc
+
+    def location(self, workspace: str, layer: str, name: str) -> str:
+        """Where a table's files live."""
+        return f"{self.warehouse}/{workspace}/{layer}/{name}"
+
+    def ensure_namespace(self, workspace: str, layer: str) -> None:
+        """Create ``workspace.layer`` if it does not exist."""
+        self.catalog.create_namespace_if_not_exists((workspace, layer))
+
+    def list_tables(self, workspace: str | None = None) -> list[TableRef]:
+        """Every table (of one workspace, or all), with its current metadata location.
+
+        Raises:
+            CatalogError: the catalog cannot be read.
+        """
+        if self.config.catalog.type == "sql":
+            refs = self._list_sql()
+        else:
+            refs = self._list_generic()
+        return sorted(
+            (r for r in refs if workspace is None or r.workspace == workspace), key=lambda r: r.qualified
+        )
+
+    def _list_sql(self) -> list[TableRef]:
+        from sqlalchemy import text
+        from sqlalchemy.exc import SQLAlchemyError
+
+        catalog = self.catalog
+        engine = getattr(catalog, "engine")  # noqa: B009 - SqlCatalog's engine is public but untyped
+        query = text(
+            "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = :c"
+        )
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(query, {"c": self.config.catalog.name}).fetchall()
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"cannot read the catalog: {exc}") from exc
+        refs = []
+        for namespace, name, location in rows:
+            parts = str(namespace).split(".")
+            if len(parts) == 2:
+                refs.append(TableRef(parts[0], parts[1], str(name), location))
+        return refs
+
+    def _list_generic(self) -> list[TableRef]:
+        refs = []
+        for namespace in self.catalog.list_namespaces():
+            for child in self.catalog.list_namespaces(namespace) or [namespace]:
+                if len(child) != 2:
+                    continue
+                for ident in self.catalog.list_tables(child):
+                    table = self.catalog.load_table(ident)
+                    refs.append(TableRef(child[0], child[1], ident[-1], table.metadata_location))
+        return refs
+
+    def load(self, workspace: str, layer: str, name: str) -> Table:
+        """Load a table.
+
+        Raises:
+            TableNotFoundError: it does not exist (the message lists the tables that do).
+        """
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return self.catalog.load_table((workspace, layer, name))
+        except NoSuchTableError:
+            existing = [r.qualified for r in self.list_tables()]
+            raise TableNotFoundError(f"{workspace}.{layer}.{name}", existing) from None
+
+    def exists(self, workspace: str, layer: str, name: str) -> bool:
+        """Whether the table exists."""
+        return bool(self.catalog.table_exists((workspace, layer, name)))
+
+    def drop(self, workspace: str, layer: str, name: str) -> None:
+        """Drop a table from the catalog (its files stay until cleaned)."""
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            self.catalog.drop_table((workspace, layer, name))
+        except NoSuchTableError:
+            existing = [r.qualified for r in self.list_tables()]
+            raise TableNotFoundError(f"{workspace}.{layer}.{name}", existing) from None
+
+
+def _redact(uri: str) -> str:
+    """Hide a password in a connection URL."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", uri)

@@ -1,0 +1,144 @@
+"""Make Iceberg tables visible to DuckDB SQL as ``layer.table`` and ``workspace.layer.table``.
+
+Each workspace is an attached in-memory DuckDB database with one schema per layer; each table
+is a view over ``iceberg_scan`` of its current metadata file (or of a snapshot, for time
+travel). Only the tables a statement names are registered, so a query over two tables does
+not open the other hundred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ratatouille.errors import QueryError
+from ratatouille.storage.catalog import TableRef
+from ratatouille.storage.types import quote
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+@dataclass(frozen=True)
+class AsOf:
+    """Which version of the tables to read: a snapshot id or a point in time (UTC)."""
+
+    snapshot_id: int | None = None
+    timestamp: datetime | None = None
+
+    def scan_options(self) -> str:
+        """Extra ``iceberg_scan`` arguments."""
+        if self.snapshot_id is not None:
+            return f", snapshot_from_id={int(self.snapshot_id)}"
+        if self.timestamp is not None:
+            return f", snapshot_from_timestamp=TIMESTAMP '{self.timestamp.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+        return ""
+
+
+def parse_as_of(text: str) -> AsOf:
+    """Read ``--as-of``: a snapshot id, or an ISO date/timestamp (UTC unless it says otherwise).
+
+    Raises:
+        QueryError: the text is neither.
+    """
+    from datetime import UTC
+
+    text = text.strip()
+    if text.isdigit() and len(text) > 8:
+        return AsOf(snapshot_id=int(text))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise QueryError(
+            f"cannot read --as-of `{text}`; give a snapshot id (see `rat history TABLE`) "
+            "or a timestamp like 2026-01-31T12:00:00"
+        ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return AsOf(timestamp=moment)
+
+
+class TableViews:
+    """Registers table views on one DuckDB connection."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, current_workspace: str) -> None:
+        self.con = con
+        self.current = current_workspace
+        self._attached: set[str] = set()
+        self._schemas: set[tuple[str, str]] = set()
+        self._views: dict[tuple[str, str, str], str] = {}
+        self._parser: duckdb.DuckDBPyConnection | None = None
+        self._attach(current_workspace)
+        con.execute(f"USE {quote(current_workspace)}")
+
+    def _attach(self, workspace: str) -> None:
+        if workspace not in self._attached:
+            self.con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {quote(workspace)}")
+            self._attached.add(workspace)
+
+    def register(self, ref: TableRef, as_of: AsOf | None = None, view_name: str | None = None) -> None:
+        """Create or replace the view for one table."""
+        assert ref.metadata_location is not None
+        self._attach(ref.workspace)
+        if (ref.workspace, ref.layer) not in self._schemas:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ref.workspace)}.{quote(ref.layer)}")
+            self._schemas.add((ref.workspace, ref.layer))
+        options = as_of.scan_options() if as_of else ""
+        source = f"iceberg_scan('{_sql_string(ref.metadata_location)}'{options})"
+        key = (ref.workspace, ref.layer, view_name or ref.name)
+        if self._views.get(key) == source:
+            return
+        target = ".".join(quote(p) for p in key)
+        self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
+        self._views[key] = source
+
+    def referenced(self, sql: str, tables: list[TableRef]) -> list[TableRef]:
+        """The tables among ``tables`` that ``sql`` names (qualified or relative to the current workspace).
+
+        Raises:
+            QueryError: the SQL does not parse.
+        """
+        import duckdb
+
+        if self._parser is None:
+            # A bare connection: on the session's own connection, views are expanded to the
+            # base tables they read, which hides the names we are looking for.
+            self._parser = duckdb.connect()
+        try:
+            names = self._parser.get_table_names(sql, qualified=True)
+        except duckdb.Error as exc:
+            raise QueryError(str(exc)) from exc
+        wanted: set[tuple[str, ...]] = set()
+        for name in names:
+            parts = tuple(_unquote(p) for p in _split_qualified(name))
+            if len(parts) == 2:
+                wanted.add((self.current, *parts))
+            elif len(parts) == 3:
+                wanted.add(parts)
+        return [t for t in tables if t.identifier in wanted]
+
+
+def _split_qualified(name: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for ch in name:
+        if ch == '"':
+            quoted = not quoted
+            current += ch
+        elif ch == "." and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return parts
+
+
+def _unquote(part: str) -> str:
+    if len(part) >= 2 and part[0] == part[-1] == '"':
+        return part[1:-1].replace('""', '"')
+    return part.lower()
+
+
+def _sql_string(value: str) -> str:
+    return value.replace("'", "''")

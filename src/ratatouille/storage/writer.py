@@ -1,0 +1,521 @@
+"""The one write path: append, overwrite, overwrite-where and merge, each one atomic commit.
+
+How a write works, whatever its mode:
+
+1. The incoming data is a DuckDB query (Arrow tables, record-batch streams, pandas and SQL
+   all become one). Its columns are checked against the table before anything is written:
+   new columns evolve the table (or are refused with ``schema_drift="fail"``), incompatible
+   types are refused.
+2. DuckDB streams the data into Parquet files under the table's ``data/`` folder, with the
+   Iceberg field ids and one file per partition value; memory stays within the profile.
+3. For overwrite-where and merge, the existing files holding rows to replace are found with
+   DuckDB and rewritten without those rows (copy-on-write; no delete files).
+4. One Iceberg transaction adds and removes the files (and evolves the schema). The catalog
+   swaps the metadata pointer atomically, so readers see all of the write or none of it, and a
+   killed process leaves only unreferenced files behind. If another writer committed first,
+   the commit is rebuilt on the new state and retried.
+
+Merges are computed in DuckDB, not with PyIceberg's ``upsert`` (measured: 43 s and 1.2 GB for
+1M rows versus well under a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ratatouille.errors import CommitConflictError, DataError, SchemaError
+from ratatouille.storage import partitioning, types
+from ratatouille.storage.catalog import Lakehouse, TableRef
+from ratatouille.storage.types import quote
+
+if TYPE_CHECKING:
+    import duckdb
+    from pyiceberg.manifest import DataFile
+    from pyiceberg.schema import Schema
+    from pyiceberg.table import Table, Transaction
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["append", "overwrite", "merge"]
+SchemaDrift = Literal["evolve", "fail"]
+TARGET_FILE_SIZE = "256MB"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did."""
+
+    table: str
+    operation: str
+    snapshot_id: int | None
+    rows_written: int
+    rows_deleted: int = 0
+    files_added: int = 0
+    files_removed: int = 0
+    created: bool = False
+    schema_changes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Written:
+    """Files this write produced, so a failed write can remove them again."""
+
+    staged: list[DataFile] = field(default_factory=list)
+    rewritten: list[DataFile] = field(default_factory=list)
+    rows: int = 0
+    field_ids: str = ""
+
+
+class TableWriter:
+    """Writes DuckDB query results into Iceberg tables."""
+
+    def __init__(self, lakehouse: Lakehouse, con: duckdb.DuckDBPyConnection, max_retries: int = 8) -> None:
+        self.lakehouse = lakehouse
+        self.con = con
+        self.max_retries = max_retries
+
+    def write(
+        self,
+        ref: TableRef,
+        source_sql: str,
+        *,
+        mode: Mode = "append",
+        where: str | None = None,
+        unique_key: Sequence[str] | None = None,
+        partition_by: Sequence[str] | None = None,
+        schema_drift: SchemaDrift = "evolve",
+        branch: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> WriteResult:
+        """Write the rows of ``source_sql`` into the table ``ref``, creating it if needed.
+
+        Args:
+            ref: the target table.
+            source_sql: a DuckDB ``SELECT`` over this writer's connection.
+            mode: ``append``; ``overwrite`` (all rows, or the rows matching ``where``); ``merge``
+                (rows whose ``unique_key`` appears in the data are replaced, the rest inserted).
+            where: with ``overwrite``, a DuckDB predicate choosing the rows to replace.
+            unique_key: with ``merge``, the key columns.
+            partition_by: partition transforms for a new table (or a full overwrite).
+            schema_drift: ``evolve`` adds new columns and widens types; ``fail`` refuses.
+            branch: write to this branch instead of ``main`` (it must exist).
+            properties: extra snapshot summary properties (run ids, ...).
+
+        Raises:
+            SchemaError: the data does not fit the table; nothing was written.
+            DataError: merge keys are NULL or duplicated in the data; nothing was written.
+            CommitConflictError: other writers kept committing first.
+        """
+        keys = list(unique_key or [])
+        if mode == "merge" and not keys:
+            raise DataError(f"merge into `{ref.short}` needs a unique_key")
+        if where is not None and mode != "overwrite":
+            raise DataError("`where` goes with mode='overwrite'")
+        wanted_partitions = partitioning.parse(list(partition_by)) if partition_by is not None else None
+        relation = self.con.sql(source_sql)
+        incoming = self._incoming_schema(relation.columns, relation.types)
+        for key in keys:
+            if key not in dict(incoming):
+                raise DataError(f"merge key `{key}` is not a column of the data for `{ref.short}`")
+
+        self.lakehouse.ensure_namespace(ref.workspace, ref.layer)
+        snapshot_props = {"rat.operation": mode, **(properties or {})}
+        written = _Written()
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                try:
+                    return self._attempt(
+                        ref, source_sql, incoming, mode, where, keys, wanted_partitions,
+                        schema_drift, branch, snapshot_props, written,
+                    )
+                except _Retry as retry:
+                    if attempt >= self.max_retries:
+                        raise CommitConflictError(
+                            f"`{ref.short}` kept changing under this write ({attempt} attempts): {retry}; "
+                            "run it again when the other writer has finished"
+                        ) from None
+                    time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+        except BaseException:
+            self._remove(written.staged + written.rewritten)
+            raise
+
+    # -- one attempt ------------------------------------------------------------------
+
+    def _attempt(
+        self,
+        ref: TableRef,
+        source_sql: str,
+        incoming: list[tuple[str, types.IcebergType]],
+        mode: Mode,
+        where: str | None,
+        keys: list[str],
+        wanted: list[partitioning.PartitionField] | None,
+        schema_drift: SchemaDrift,
+        branch: str | None,
+        props: dict[str, str],
+        written: _Written,
+    ) -> WriteResult:
+        from pyiceberg.exceptions import TableAlreadyExistsError
+
+        catalog = self.lakehouse.catalog
+        created = False
+        changes: list[str] = []
+        if not catalog.table_exists(ref.identifier):
+            if branch is not None:
+                raise DataError(f"cannot write to branch `{branch}` of `{ref.short}`: the table does not exist")
+            try:
+                # SqlCatalog cannot stage a table in a nested namespace, so the (empty) table is
+                # created first; if this first write fails, the empty table is dropped again.
+                catalog.create_table(
+                    ref.identifier, schema=_new_schema(incoming), location=self.lakehouse.location(*ref.identifier)
+                )
+                created = True
+            except TableAlreadyExistsError:
+                pass  # another writer created it a moment ago: write into theirs
+        table = catalog.load_table(ref.identifier)
+        try:
+            tx = table.transaction()
+            diff = types.diff(table.schema(), incoming)
+            if diff.incompatible:
+                raise SchemaError(
+                    f"the data does not fit `{ref.short}`: "
+                    + "; ".join(diff.describe())
+                    + ". Cast the columns in your SQL to the table's types, or rebuild the table "
+                    "(`--full-refresh`)"
+                )
+            if diff.evolves:
+                if schema_drift == "fail":
+                    raise SchemaError(
+                        f"the data changes the schema of `{ref.short}`: "
+                        + "; ".join(diff.describe())
+                        + ". Set schema_drift: evolve to accept it, or fix the source"
+                    )
+                with tx.update_schema() as update:
+                    for name, typ in diff.added:
+                        update.add_column(name, typ)
+                    for name, _old, new in diff.widened:
+                        update.update_column(name, field_type=new)  # type: ignore[arg-type]
+                changes = diff.describe()
+            self._check_partitioning(ref, table, tx, wanted, mode, where)
+            return self._finish(ref, table, tx, source_sql, incoming, mode, where, keys, branch, props, written,
+                                created, changes)
+        except BaseException:
+            if created:
+                self._drop_if_empty(ref)
+            raise
+
+    def _drop_if_empty(self, ref: TableRef) -> None:
+        try:
+            table = self.lakehouse.catalog.load_table(ref.identifier)
+            if table.current_snapshot() is None:
+                self.lakehouse.catalog.drop_table(ref.identifier)
+        except Exception:  # best effort: never hide the error that brought us here
+            log.debug("could not drop the empty table %s", ref.qualified)
+
+    def _finish(
+        self,
+        ref: TableRef,
+        table: Table,
+        tx: Transaction,
+        source_sql: str,
+        incoming: list[tuple[str, types.IcebergType]],
+        mode: Mode,
+        where: str | None,
+        keys: list[str],
+        branch: str | None,
+        props: dict[str, str],
+        written: _Written,
+        created: bool,
+        changes: list[str],
+    ) -> WriteResult:
+        from pyiceberg.exceptions import CommitFailedException
+
+        schema = tx.table_metadata.schema()
+        field_ids = types.field_ids_option(schema)
+        if written.field_ids and written.field_ids != field_ids:
+            # A concurrent writer changed the schema: the staged files carry stale field ids.
+            self._remove(written.staged)
+            written.staged, written.rows = [], 0
+        if not written.staged:
+            written.staged, written.rows = self._copy(tx, schema, source_sql, dict(incoming))
+            written.field_ids = field_ids
+            if mode == "merge":
+                self._check_keys(ref, written.staged, keys)
+
+        # Which existing files lose rows, rewritten without them.
+        self._remove(written.rewritten)
+        written.rewritten = []
+        removed: list[DataFile] = []
+        rows_deleted = 0
+        if mode == "overwrite" or (mode == "merge" and written.staged):
+            current = _current_files(table, branch)
+            if mode == "overwrite" and where is None:
+                removed = current
+                rows_deleted = sum(f.record_count for f in current)
+            elif current:
+                removed, written.rewritten, rows_deleted = self._rewrite(
+                    tx, schema, current, written.staged, keys, where
+                )
+
+        with tx.update_snapshot(snapshot_properties=props, branch=branch or "main").overwrite() if removed else (
+            tx.update_snapshot(snapshot_properties=props, branch=branch or "main").fast_append()
+        ) as producer:
+            for data_file in removed:
+                producer.delete_data_file(data_file)
+            for data_file in written.staged + written.rewritten:
+                producer.append_data_file(data_file)
+        try:
+            committed = tx.commit_transaction()
+        except CommitFailedException as exc:
+            raise _Retry(str(exc)) from exc
+        except Exception as exc:
+            if _is_lock_error(exc):
+                raise _Retry(str(exc)) from exc
+            raise
+        snapshot = committed.snapshot_by_name(branch) if branch else committed.current_snapshot()
+        return WriteResult(
+            table=ref.short,
+            operation=mode,
+            snapshot_id=snapshot.snapshot_id if snapshot else None,
+            rows_written=written.rows,
+            rows_deleted=rows_deleted,
+            files_added=len(written.staged) + len(written.rewritten),
+            files_removed=len(removed),
+            created=created,
+            schema_changes=tuple(changes),
+        )
+
+    def _check_partitioning(
+        self,
+        ref: TableRef,
+        table: Table,
+        tx: Transaction,
+        wanted: list[partitioning.PartitionField] | None,
+        mode: Mode,
+        where: str | None,
+    ) -> None:
+        if wanted is None:
+            return
+        current = current_partitioning(table)
+        if [str(f) for f in wanted] == [str(f) for f in current]:
+            return
+        if (mode == "overwrite" and where is None) or table.current_snapshot() is None:
+            with tx.update_spec() as update:
+                for old in current:
+                    update.remove_field(old.name)
+                for new in wanted:
+                    update.add_field(new.column, new.iceberg(), new.name)
+            return
+        have = ", ".join(map(str, current)) or "nothing"
+        want = ", ".join(map(str, wanted)) or "nothing"
+        raise SchemaError(
+            f"`{ref.short}` is partitioned by {have} but the model asks for {want}; "
+            "rebuild it with `--full-refresh` to change partitioning"
+        )
+
+    # -- pieces -----------------------------------------------------------------------
+
+    def _incoming_schema(self, columns: list[str], duck_types: list[object]) -> list[tuple[str, types.IcebergType]]:
+        seen: dict[str, str] = {}
+        result = []
+        for name, duck_type in zip(columns, duck_types, strict=True):
+            if name.lower() in seen:
+                raise SchemaError(
+                    f"the data has two columns named `{seen[name.lower()]}` and `{name}`; "
+                    "give them distinct names (column names are case-insensitive)"
+                )
+            seen[name.lower()] = name
+            result.append((name, types.to_iceberg(duck_type, name)))
+        return result
+
+    def _copy(
+        self, tx: Transaction, schema: Schema, source_sql: str, incoming: dict[str, types.IcebergType]
+    ) -> tuple[list[DataFile], int]:
+        """Stream ``source_sql`` into Parquet files shaped as ``schema``; returns the files and rows."""
+        columns = []
+        for f in schema.fields:
+            duck = types.to_duckdb(f.field_type)
+            expr = f"CAST({quote(f.name)} AS {duck})" if f.name in incoming else f"CAST(NULL AS {duck})"
+            columns.append(f"{expr} AS {quote(f.name)}")
+        select = f"SELECT {', '.join(columns)} FROM ({source_sql}) AS __rat_source"
+        return self._write_files(tx, schema, select)
+
+    def _write_files(self, tx: Transaction, schema: Schema, select: str) -> tuple[list[DataFile], int]:
+        from pyiceberg.io.pyarrow import parquet_file_to_data_file
+
+        import duckdb
+
+        metadata = tx.table_metadata
+        fields = partitioning.from_spec(
+            [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in metadata.spec().fields]
+        )
+        options = [
+            "FORMAT parquet",
+            f"FIELD_IDS {types.field_ids_option(schema)}",
+            "COMPRESSION zstd",
+            "RETURN_FILES true",
+            f"FILENAME_PATTERN '{uuid.uuid4().hex}_{{i}}'",
+        ]
+        if fields:
+            column_types = {f.name: types.to_duckdb(f.field_type) for f in schema.fields}
+            exprs = [
+                f"{p.duckdb_expression(self.con, column_types.get(p.column, ''))} AS __rat_p{i}"
+                for i, p in enumerate(fields)
+            ]
+            select = f"SELECT *, {', '.join(exprs)} FROM ({select}) AS __rat_rows"
+            options.append("PARTITION_BY (" + ", ".join(f"__rat_p{i}" for i in range(len(fields))) + ")")
+        else:
+            options.append(f"FILE_SIZE_BYTES '{TARGET_FILE_SIZE}'")
+        target = f"{metadata.location}/data/{uuid.uuid4().hex}"
+        if not self.lakehouse.is_s3:
+            from pathlib import Path
+
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            row = self.con.execute(f"COPY ({select}) TO '{target}' ({', '.join(options)})").fetchone()
+        except duckdb.Error as exc:
+            raise DataError(f"cannot write the data: {exc}") from exc
+        assert row is not None
+        count, paths = int(row[0]), list(row[1])
+        io = tx._table.io if hasattr(tx, "_table") else None  # noqa: SLF001 - PyIceberg keeps the FileIO there
+        assert io is not None
+        data_files = [parquet_file_to_data_file(io, metadata, p) for p in paths]
+        empty = [f for f in data_files if f.record_count == 0]
+        self._remove(empty)
+        return [f for f in data_files if f.record_count > 0], count
+
+    def _check_keys(self, ref: TableRef, staged: list[DataFile], keys: list[str]) -> None:
+        if not staged:
+            return
+        files = _file_list(staged)
+        key_cols = ", ".join(quote(k) for k in keys)
+        null_test = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
+        row = self.con.execute(
+            f"SELECT count(*) FILTER (WHERE {null_test}), count(*) - count(DISTINCT ({key_cols})) "
+            f"FROM read_parquet({files})"
+        ).fetchone()
+        assert row is not None
+        nulls, dupes = int(row[0]), int(row[1])
+        if nulls:
+            raise DataError(
+                f"{nulls} row(s) for `{ref.short}` have a NULL in the merge key ({', '.join(keys)}); "
+                "filter or quarantine them before merging"
+            )
+        if dupes:
+            sample = self.con.execute(
+                f"SELECT {key_cols}, count(*) AS n FROM read_parquet({files}) GROUP BY ALL HAVING n > 1 LIMIT 5"
+            ).fetchall()
+            shown = ", ".join(str(r[:-1] if len(keys) > 1 else r[0]) for r in sample)
+            raise DataError(
+                f"{dupes} duplicate key(s) in the data for `{ref.short}` ({', '.join(keys)}), e.g. {shown}; "
+                "deduplicate before merging (for example QUALIFY row_number() OVER (PARTITION BY key) = 1)"
+            )
+
+    def _rewrite(
+        self,
+        tx: Transaction,
+        schema: Schema,
+        current: list[DataFile],
+        staged: list[DataFile],
+        keys: list[str],
+        where: str | None,
+    ) -> tuple[list[DataFile], list[DataFile], int]:
+        """Find the files with rows to replace and rewrite them without those rows."""
+        files = _file_list(current)
+        if where is not None:
+            match = f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, union_by_name=true) WHERE {where}"
+            keep = f"({where}) IS NOT TRUE"
+        else:
+            key_cols = ", ".join(quote(k) for k in keys)
+            match = (
+                f"SELECT DISTINCT f.filename FROM read_parquet({files}, filename=true, union_by_name=true) AS f "
+                f"SEMI JOIN (SELECT {key_cols} FROM read_parquet({_file_list(staged)})) AS s USING ({key_cols})"
+            )
+            keep = None
+        try:
+            hit = {r[0] for r in self.con.execute(match).fetchall()}
+        except Exception as exc:
+            raise DataError(f"cannot evaluate the overwrite condition `{where}`: {exc}") from exc
+        affected = [f for f in current if _local(f.file_path) in hit or f.file_path in hit]
+        if not affected:
+            return [], [], 0
+        source = f"read_parquet({_file_list(affected)}, union_by_name=true)"
+        present = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        columns = []
+        for f in schema.fields:
+            duck = types.to_duckdb(f.field_type)
+            expr = f"CAST(o.{quote(f.name)} AS {duck})" if f.name in present else f"CAST(NULL AS {duck})"
+            columns.append(f"{expr} AS {quote(f.name)}")
+        if keep is not None:
+            select = f"SELECT {', '.join(columns)} FROM {source} AS o WHERE {keep}"
+        else:
+            key_cols = ", ".join(quote(k) for k in keys)
+            select = (
+                f"SELECT {', '.join(columns)} FROM {source} AS o "
+                f"ANTI JOIN (SELECT {key_cols} FROM read_parquet({_file_list(staged)})) AS s USING ({key_cols})"
+            )
+        rewritten, kept = self._write_files(tx, schema, select)
+        deleted = sum(f.record_count for f in affected) - kept
+        return affected, rewritten, deleted
+
+    def _remove(self, files: list[DataFile]) -> None:
+        """Best-effort removal of files no snapshot references."""
+        if not files:
+            return
+        io = self.lakehouse.catalog._load_file_io(self.lakehouse.io_properties())  # noqa: SLF001
+        for data_file in files:
+            try:
+                io.delete(data_file.file_path)
+            except Exception:  # an orphan file is harmless; never mask the real error
+                log.debug("could not remove %s", data_file.file_path)
+
+
+class _Retry(Exception):
+    """The commit lost a race; rebuild it on the new table state."""
+
+
+def current_partitioning(table: Table) -> list[partitioning.PartitionField]:
+    """The table's current partition fields."""
+    schema = table.schema()
+    return partitioning.from_spec(
+        [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in table.spec().fields]
+    )
+
+
+def _new_schema(incoming: list[tuple[str, types.IcebergType]]) -> Schema:
+    from pyiceberg.schema import Schema, assign_fresh_schema_ids
+    from pyiceberg.types import NestedField
+
+    provisional = Schema(
+        *[NestedField(10_000 + i, name, typ, required=False) for i, (name, typ) in enumerate(incoming)]
+    )
+    return assign_fresh_schema_ids(provisional)
+
+
+def _current_files(table: Table, branch: str | None) -> list[DataFile]:
+    snapshot = table.snapshot_by_name(branch) if branch else table.current_snapshot()
+    if snapshot is None:
+        return []
+    return [task.file for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()]
+
+
+def _file_list(files: Sequence[DataFile]) -> str:
+    return "[" + ", ".join("'" + _local(f.file_path).replace("'", "''") + "'" for f in files) + "]"
+
+
+def _local(path: str) -> str:
+    """DuckDB wants plain paths for local files; PyIceberg keeps ``file://`` URIs."""
+    return path.removeprefix("file://")
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "could not serialize" in text or "deadlock" in text

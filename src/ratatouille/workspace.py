@@ -1,0 +1,365 @@
+"""``Workspace``: the one object that does the work. CLI, API, SDK and orchestration are thin.
+
+A workspace owns a DuckDB session (created on first use) in which its tables are ``layer.name``
+and other workspaces' tables are ``workspace.layer.name``; it queries, describes and writes
+tables through the lakehouse.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ratatouille.config import WorkspaceConfig
+from ratatouille.errors import QueryError, RatatouilleError, TableNotFoundError
+from ratatouille.project import Project
+from ratatouille.storage.catalog import TableRef
+from ratatouille.storage.reader import AsOf, TableViews
+from ratatouille.storage.writer import Mode, SchemaDrift, TableWriter, WriteResult, current_partitioning
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+
+class Workspace:
+    """One workspace of a project."""
+
+    def __init__(self, project: Project, name: str | None = None) -> None:
+        self.project = project
+        self.name = name or project.config.default_workspace
+        self.config: WorkspaceConfig = project.workspace_config(self.name)
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, project: Path | str | None = None, workspace: str | None = None) -> Workspace:
+        """Find the project like the CLI does and open one of its workspaces.
+
+        Raises:
+            ProjectNotFoundError: no project was found.
+            ConfigError: the configuration is invalid or the workspace does not exist.
+        """
+        return cls(Project.load(project), workspace)
+
+    @property
+    def directory(self) -> Path:
+        """``workspaces/<name>``."""
+        return self.project.workspace_dir(self.name)
+
+    # -- engine ---------------------------------------------------------------------------
+
+    @cached_property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """This workspace's DuckDB session."""
+        from ratatouille.engine import connect
+
+        lakehouse = self.project.lakehouse
+        s3 = self.project.config.storage.s3
+        needs_s3 = lakehouse.is_s3 or self.project.landing.startswith("s3://") or s3.endpoint is not None
+        con = connect(self.project.profile, self.project.temp_directory, s3 if needs_s3 else None)
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    @cached_property
+    def _views(self) -> TableViews:
+        return TableViews(self.con, self.name)
+
+    def close(self) -> None:
+        """Close the DuckDB session (a new one opens on next use)."""
+        if "con" in self.__dict__:
+            self.con.close()
+            del self.__dict__["con"]
+            self.__dict__.pop("_views", None)
+
+    # -- catalog --------------------------------------------------------------------------
+
+    def tables(self, all_workspaces: bool = False) -> list[TableRef]:
+        """Tables of this workspace (or of every workspace)."""
+        return self.project.lakehouse.list_tables(None if all_workspaces else self.name)
+
+    def resolve(self, name: str) -> TableRef:
+        """Turn ``layer.name`` or ``workspace.layer.name`` into a table reference (it may not exist yet).
+
+        Raises:
+            RatatouilleError: the name is not of either form.
+        """
+        parts = [p.strip().strip('"') for p in name.split(".")]
+        if len(parts) == 2 and all(parts):
+            return TableRef(self.name, parts[0].lower(), parts[1].lower())
+        if len(parts) == 3 and all(parts):
+            return TableRef(parts[0], parts[1].lower(), parts[2].lower())
+        raise RatatouilleError(f"cannot read table name `{name}`; write it as layer.table, e.g. silver.sales")
+
+    def existing(self, name: str) -> TableRef:
+        """Resolve a name to a table that exists.
+
+        Raises:
+            TableNotFoundError: it does not (the message lists those that do).
+        """
+        ref = self.resolve(name)
+        everything = self.tables(all_workspaces=True)
+        for table in everything:
+            if table.identifier == ref.identifier:
+                return table
+        raise TableNotFoundError(name, [self._display(t) for t in everything])
+
+    def _display(self, ref: TableRef) -> str:
+        return ref.short if ref.workspace == self.name else ref.qualified
+
+    def load_table(self, name: str) -> Any:
+        """The PyIceberg table object (for advanced use).
+
+        Raises:
+            TableNotFoundError: it does not exist.
+        """
+        ref = self.existing(name)
+        return self.project.lakehouse.load(*ref.identifier)
+
+    # -- query ----------------------------------------------------------------------------
+
+    def sql(self, sql: str, as_of: AsOf | None = None) -> duckdb.DuckDBPyRelation:
+        """Prepare a query over the lakehouse and return the DuckDB relation (lazy, streamable).
+
+        Raises:
+            QueryError: the SQL does not parse, bind or run (with DuckDB's position marker).
+            TableNotFoundError: it names a table that does not exist.
+        """
+        import duckdb
+
+        with self._lock:
+            views = self._views
+            everything = self.tables(all_workspaces=True)
+            for ref in views.referenced(sql, everything):
+                views.register(ref, as_of)
+            try:
+                return self.con.sql(sql)
+            except duckdb.CatalogException as exc:
+                raise self._missing_table(exc, everything) from None
+            except duckdb.Error as exc:
+                raise QueryError(_clean(exc)) from None
+
+    def query(self, sql: str, as_of: AsOf | None = None) -> pa.Table:
+        """Run a query and return the result as an Arrow table.
+
+        Raises:
+            QueryError: the SQL fails.
+            TableNotFoundError: it names a table that does not exist.
+        """
+        import duckdb
+
+        relation = self.sql(sql, as_of)
+        if relation is None:
+            import pyarrow as pa
+
+            return pa.table({})
+        try:
+            with self._lock:
+                return relation.to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryError(_clean(exc)) from None
+
+    def _missing_table(self, exc: Exception, everything: list[TableRef]) -> RatatouilleError:
+        import re
+
+        text = _clean(exc)
+        match = re.search(r"Table with name (\S+) does not exist", text)
+        if match:
+            return TableNotFoundError(match.group(1), [self._display(t) for t in everything])
+        return QueryError(text)
+
+    def table(
+        self, name: str, *, snapshot_id: int | None = None, as_of: datetime | None = None, ref: str | None = None
+    ) -> pa.Table:
+        """Read a whole table as Arrow, at ``main`` or at a snapshot, a time or a branch/tag.
+
+        Raises:
+            TableNotFoundError: the table does not exist.
+            QueryError: the version asked for does not exist.
+        """
+        table = self.existing(name)
+        if ref is not None:
+            iceberg = self.project.lakehouse.load(*table.identifier)
+            snapshot = iceberg.snapshot_by_name(ref)
+            if snapshot is None:
+                raise QueryError(f"`{name}` has no branch or tag `{ref}`; see `rat history {name}`")
+            snapshot_id = snapshot.snapshot_id
+        version = AsOf(snapshot_id=snapshot_id, timestamp=_utc(as_of)) if snapshot_id or as_of else None
+        view = f"__rat_{uuid.uuid4().hex}" if version else table.name
+        with self._lock:
+            self._views.register(table, version, view_name=view)
+            target = f"{_q(table.workspace)}.{_q(table.layer)}.{_q(view)}"
+            try:
+                return self.con.sql(f"SELECT * FROM {target}").to_arrow_table()
+            except Exception as exc:
+                raise QueryError(f"cannot read `{name}` at that version: {_clean(exc)}") from None
+            finally:
+                if version:
+                    self.con.execute(f"DROP VIEW IF EXISTS {target}")
+
+    # -- describe -------------------------------------------------------------------------
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Schema, partitioning, location, properties and current statistics of a table.
+
+        Raises:
+            TableNotFoundError: the table does not exist.
+        """
+        table = self.load_table(name)
+        snapshot = table.current_snapshot()
+        summary = dict(snapshot.summary.additional_properties) if snapshot and snapshot.summary else {}
+        return {
+            "table": self._display(self.existing(name)),
+            "location": table.location(),
+            "columns": [
+                {"id": f.field_id, "name": f.name, "type": str(f.field_type), "required": f.required, "doc": f.doc}
+                for f in table.schema().fields
+            ],
+            "partitioning": [str(p) for p in current_partitioning(table)],
+            "snapshot_id": snapshot.snapshot_id if snapshot else None,
+            "updated_at": _ms(snapshot.timestamp_ms) if snapshot else None,
+            "rows": int(summary.get("total-records", 0)),
+            "files": int(summary.get("total-data-files", 0)),
+            "bytes": int(summary.get("total-files-size", 0)),
+            "branches": sorted(r for r in table.metadata.refs if r != "main"),
+            "properties": dict(table.properties),
+        }
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The table's snapshots, newest first, with what each changed.
+
+        Raises:
+            TableNotFoundError: the table does not exist.
+        """
+        table = self.load_table(name)
+        current = table.current_snapshot()
+        on_main = set()
+        walker = current
+        while walker is not None:
+            on_main.add(walker.snapshot_id)
+            walker = table.snapshot_by_id(walker.parent_snapshot_id) if walker.parent_snapshot_id else None
+        rows = []
+        for snap in sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True):
+            summary = dict(snap.summary.additional_properties) if snap.summary else {}
+            rows.append(
+                {
+                    "snapshot_id": snap.snapshot_id,
+                    "parent_id": snap.parent_snapshot_id,
+                    "committed_at": _ms(snap.timestamp_ms),
+                    "operation": summary.get("rat.operation") or (snap.summary.operation.value if snap.summary else ""),
+                    "added_rows": int(summary.get("added-records", 0)),
+                    "deleted_rows": int(summary.get("deleted-records", 0)),
+                    "total_rows": int(summary.get("total-records", 0)),
+                    "current": current is not None and snap.snapshot_id == current.snapshot_id,
+                    "on_main": snap.snapshot_id in on_main,
+                    "run_id": summary.get("rat.run_id"),
+                }
+            )
+        return rows
+
+    # -- write ----------------------------------------------------------------------------
+
+    def write(
+        self,
+        name: str,
+        data: Any,
+        *,
+        mode: Mode = "append",
+        where: str | None = None,
+        unique_key: str | Sequence[str] | None = None,
+        partition_by: Sequence[str] | None = None,
+        schema_drift: SchemaDrift = "evolve",
+        branch: str | None = None,
+        properties: dict[str, str] | None = None,
+    ) -> WriteResult:
+        """Write data into a table as one atomic commit (see ``storage.writer``).
+
+        ``data`` may be a SQL ``SELECT`` over this workspace, an Arrow table / record batch /
+        record batch reader (streamed), a pandas or polars data frame, or a DuckDB relation of
+        this workspace's connection.
+
+        Raises:
+            SchemaError: the data does not fit the table; nothing was written.
+            DataError: the data cannot be written as asked; nothing was written.
+            CommitConflictError: other writers kept committing first.
+        """
+        ref = self.resolve(name)
+        keys = [unique_key] if isinstance(unique_key, str) else list(unique_key or [])
+        with self._lock:
+            source, cleanup = self._source(data)
+            try:
+                writer = TableWriter(self.project.lakehouse, self.con)
+                return writer.write(
+                    ref,
+                    source,
+                    mode=mode,
+                    where=where,
+                    unique_key=keys,
+                    partition_by=partition_by,
+                    schema_drift=schema_drift,
+                    branch=branch,
+                    properties=properties,
+                )
+            finally:
+                cleanup()
+
+    def append(self, name: str, data: Any, **options: Any) -> WriteResult:
+        """Append rows; see ``write``."""
+        return self.write(name, data, mode="append", **options)
+
+    def overwrite(self, name: str, data: Any, *, where: str | None = None, **options: Any) -> WriteResult:
+        """Replace all rows, or the rows matching ``where``; see ``write``."""
+        return self.write(name, data, mode="overwrite", where=where, **options)
+
+    def merge(self, name: str, data: Any, *, unique_key: str | Sequence[str], **options: Any) -> WriteResult:
+        """Insert rows, replacing those whose ``unique_key`` already exists; see ``write``."""
+        return self.write(name, data, mode="merge", unique_key=unique_key, **options)
+
+    def _source(self, data: Any) -> tuple[str, Any]:
+        """Turn supported data into SQL over this connection, and a function that cleans up."""
+        if isinstance(data, str):
+            sql = data.strip().rstrip(";")
+            self.sql(sql)  # registers the tables it reads and checks it binds
+            return sql, lambda: None
+        relation_type = type(data).__name__
+        if relation_type == "DuckDBPyRelation":
+            return data.sql_query(), lambda: None
+        name = f"__rat_in_{uuid.uuid4().hex}"
+        import pyarrow as pa
+
+        if isinstance(data, pa.RecordBatch):
+            data = pa.Table.from_batches([data])
+        elif isinstance(data, list) and data and isinstance(data[0], dict):
+            data = pa.Table.from_pylist(data)
+        elif hasattr(data, "to_arrow") and not isinstance(data, pa.Table | pa.RecordBatchReader):
+            data = data.to_arrow()  # polars
+        try:
+            self.con.register(name, data)
+        except Exception as exc:
+            raise RatatouilleError(
+                f"cannot write a {type(data).__name__}; pass SQL, an Arrow table or stream, "
+                "or a pandas/polars data frame"
+            ) from exc
+        return f"SELECT * FROM {name}", lambda: self.con.unregister(name)
+
+
+def _q(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _clean(exc: Exception) -> str:
+    return str(exc).strip()
+
+
+def _ms(timestamp_ms: int) -> str:
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
