@@ -268,9 +268,9 @@ def validate(
 
 
 def _allowed_keys(model: type[BaseModel], at: Path_) -> list[str]:
-    current: Any = model
+    current: type[BaseModel] = model
     for part in at:
-        field = current.model_fields.get(str(part)) if isinstance(current, type) else None
+        field = current.model_fields.get(str(part))
         annotation = field.annotation if field else None
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
@@ -316,16 +316,16 @@ def load_workspace_config(directory: Path, env: Mapping[str, str] | None = None)
         raise ConfigError([Problem(str(path), 1, "", "must be a mapping of keys to values")])
     data = interpolate_env(data, str(path), lines, problems, env)
     data.setdefault("name", directory.name)
-    config = validate(WorkspaceConfig, data, str(path), lines, problems)
-    if config is not None and config.name != directory.name:
+    if data["name"] != directory.name:
         problems.append(
             Problem(
                 str(path),
                 lines.get(("name",)),
                 "name",
-                f"is `{config.name}` but the folder is `{directory.name}`; rename one so they match",
+                f"is `{data['name']}` but the folder is `{directory.name}`; rename one so they match",
             )
         )
+    config = validate(WorkspaceConfig, data, str(path), lines, problems)
     if problems:
         raise ConfigError(problems)
     assert isinstance(config, WorkspaceConfig)

@@ -68,12 +68,13 @@ class TableNotFoundError(CatalogError):
     """A table that does not exist was named."""
 
     def __init__(self, name: str, existing: Iterable[str]) -> None:
+        name = name.strip('"')
         self.name = name
         self.existing = sorted(existing)
         from difflib import get_close_matches
 
         close = get_close_matches(name, self.existing, n=1)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
+        hint = f"; did you mean `{close[0]}`?" if close else "."
         listing = ", ".join(self.existing[:20]) if self.existing else "none yet (run `rat run` or `rat ingest`)"
         super().__init__(f"table `{name}` does not exist{hint} Tables: {listing}")
 

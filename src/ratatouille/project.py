@@ -33,8 +33,7 @@ def find_root(start: Path | None = None) -> Path:
         if (directory / PROJECT_FILE).is_file():
             return directory
     raise ProjectNotFoundError(
-        f"no {PROJECT_FILE} in {origin} or any parent; run `rat init DIR` to create a project, "
-        "or pass --project DIR"
+        f"no {PROJECT_FILE} in {origin} or any parent; run `rat init DIR` to create a project, or pass --project DIR"
     )
 
 

@@ -63,6 +63,9 @@ class Workspace:
         needs_s3 = lakehouse.is_s3 or self.project.landing.startswith("s3://") or s3.endpoint is not None
         con = connect(self.project.profile, self.project.temp_directory, s3 if needs_s3 else None)
         con.execute("SET TimeZone = 'UTC'")
+        # Relative paths in SQL (read_csv('data/landing/...')) mean the project's, wherever
+        # the process runs: a notebook in workspaces/default/notebooks sees the same files.
+        con.execute("SET file_search_path = ?", [str(self.project.root)])
         return con
 
     @cached_property

@@ -54,7 +54,7 @@ def resolve_uri(uri: str, root: Path) -> str:
             path = (root / relative).resolve()
             path.parent.mkdir(parents=True, exist_ok=True)
             return f"sqlite:///{path}"
-    if uri.startswith("postgresql://") or uri.startswith("postgres://"):
+    if uri.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + uri.split("://", 1)[1]
     return uri
 
@@ -128,9 +128,7 @@ class Lakehouse:
             refs = self._list_sql()
         else:
             refs = self._list_generic()
-        return sorted(
-            (r for r in refs if workspace is None or r.workspace == workspace), key=lambda r: r.qualified
-        )
+        return sorted((r for r in refs if workspace is None or r.workspace == workspace), key=lambda r: r.qualified)
 
     def _list_sql(self) -> list[TableRef]:
         from sqlalchemy import text

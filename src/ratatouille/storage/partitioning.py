@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pyiceberg.transforms import (
     BucketTransform,
@@ -55,20 +55,20 @@ class PartitionField:
         suffix = f"_{self.width}" if self.width is not None else ""
         return f"{self.column}_{self.transform}{suffix}"
 
-    def iceberg(self) -> Transform[object, object]:
+    def iceberg(self) -> Transform[Any, Any]:
         """The Iceberg transform."""
         if self.transform == "bucket":
             assert self.width is not None
-            return BucketTransform(self.width)  # type: ignore[return-value]
+            return BucketTransform(self.width)
         if self.transform == "truncate":
             assert self.width is not None
-            return TruncateTransform(self.width)  # type: ignore[return-value]
-        simple: dict[str, Transform[object, object]] = {
-            "identity": IdentityTransform(),  # type: ignore[dict-item]
-            "year": YearTransform(),  # type: ignore[dict-item]
-            "month": MonthTransform(),  # type: ignore[dict-item]
-            "day": DayTransform(),  # type: ignore[dict-item]
-            "hour": HourTransform(),  # type: ignore[dict-item]
+            return TruncateTransform(self.width)
+        simple: dict[str, Transform[Any, Any]] = {
+            "identity": IdentityTransform(),
+            "year": YearTransform(),
+            "month": MonthTransform(),
+            "day": DayTransform(),
+            "hour": HourTransform(),
         }
         return simple[self.transform]
 
@@ -105,11 +105,20 @@ def _register_bucket(con: duckdb.DuckDBPyConnection, field: PartitionField) -> s
     assert field.width is not None
     transform = BucketTransform(field.width).transform(LongType())
 
-    def bucket(value: object) -> int | None:
-        return None if value is None else int(transform(value))
+    def bucket(value: int | None) -> int | None:
+        if value is None:
+            return None
+        result = transform(value)
+        return None if result is None else int(result)
 
-    con.create_function(name, bucket, ["BIGINT"], "INTEGER", null_handling="special", side_effects=False)
-    _ = duckdb  # the module is imported for the types used by create_function
+    con.create_function(  # type: ignore[call-overload]  # the stubs lack null_handling="special"
+        name,
+        bucket,
+        [duckdb.sqltype("BIGINT")],
+        duckdb.sqltype("INTEGER"),
+        null_handling="special",
+        side_effects=False,
+    )
     return name
 
 

@@ -8,6 +8,7 @@ not open the other hundred.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -68,7 +69,6 @@ class TableViews:
         self._attached: set[str] = set()
         self._schemas: set[tuple[str, str]] = set()
         self._views: dict[tuple[str, str, str], str] = {}
-        self._parser: duckdb.DuckDBPyConnection | None = None
         self._attach(current_workspace)
         con.execute(f"USE {quote(current_workspace)}")
 
@@ -96,48 +96,33 @@ class TableViews:
     def referenced(self, sql: str, tables: list[TableRef]) -> list[TableRef]:
         """The tables among ``tables`` that ``sql`` names (qualified or relative to the current workspace).
 
-        Raises:
-            QueryError: the SQL does not parse.
+        Uses DuckDB's parser only (``json_serialize_sql``), so nothing is bound or read. For
+        statements it cannot serialise (DDL, several statements), every table is returned.
         """
-        import duckdb
+        import json
 
-        if self._parser is None:
-            # A bare connection: on the session's own connection, views are expanded to the
-            # base tables they read, which hides the names we are looking for.
-            self._parser = duckdb.connect()
-        try:
-            names = self._parser.get_table_names(sql, qualified=True)
-        except duckdb.Error as exc:
-            raise QueryError(str(exc)) from exc
-        wanted: set[tuple[str, ...]] = set()
-        for name in names:
-            parts = tuple(_unquote(p) for p in _split_qualified(name))
-            if len(parts) == 2:
-                wanted.add((self.current, *parts))
-            elif len(parts) == 3:
-                wanted.add(parts)
+        row = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        tree = json.loads(row[0]) if row else {"error": True}
+        if tree.get("error"):
+            # A syntax error is reported by DuckDB when the statement runs, with its position.
+            return [] if tree.get("error_type") == "parser" else list(tables)
+        wanted: set[tuple[str, str, str]] = set()
+        for catalog, schema, name in _base_tables(tree):
+            if not schema:
+                continue
+            wanted.add((catalog or self.current, schema.lower(), name.lower()))
         return [t for t in tables if t.identifier in wanted]
 
 
-def _split_qualified(name: str) -> list[str]:
-    parts, current, quoted = [], "", False
-    for ch in name:
-        if ch == '"':
-            quoted = not quoted
-            current += ch
-        elif ch == "." and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return parts
-
-
-def _unquote(part: str) -> str:
-    if len(part) >= 2 and part[0] == part[-1] == '"':
-        return part[1:-1].replace('""', '"')
-    return part.lower()
+def _base_tables(node: object) -> Iterator[tuple[str, str, str]]:
+    if isinstance(node, dict):
+        if node.get("type") == "BASE_TABLE":
+            yield (str(node.get("catalog_name") or ""), str(node.get("schema_name") or ""), str(node.get("table_name")))
+        for value in node.values():
+            yield from _base_tables(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _base_tables(value)
 
 
 def _sql_string(value: str) -> str:

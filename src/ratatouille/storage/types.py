@@ -190,7 +190,9 @@ class SchemaDiff:
         """Human-readable lines, one per change."""
         lines = [f"new column `{name}` {typ}" for name, typ in self.added]
         lines += [f"column `{name}` widens from {old} to {new}" for name, old, new in self.widened]
-        lines += [f"column `{name}` is {new} in the data but {old} in the table" for name, old, new in self.incompatible]
+        lines += [
+            f"column `{name}` is {new} in the data but {old} in the table" for name, old, new in self.incompatible
+        ]
         return lines
 
 

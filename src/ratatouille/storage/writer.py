@@ -36,9 +36,12 @@ from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb
+    from pyiceberg.io import FileIO
     from pyiceberg.manifest import DataFile
     from pyiceberg.schema import Schema
     from pyiceberg.table import Table, Transaction
+    from pyiceberg.table.metadata import TableMetadata
+    from pyiceberg.types import IcebergType
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +136,17 @@ class TableWriter:
                 attempt += 1
                 try:
                     return self._attempt(
-                        ref, source_sql, incoming, mode, where, keys, wanted_partitions,
-                        schema_drift, branch, snapshot_props, written,
+                        ref,
+                        source_sql,
+                        incoming,
+                        mode,
+                        where,
+                        keys,
+                        wanted_partitions,
+                        schema_drift,
+                        branch,
+                        snapshot_props,
+                        written,
                     )
                 except _Retry as retry:
                     if attempt >= self.max_retries:
@@ -153,7 +165,7 @@ class TableWriter:
         self,
         ref: TableRef,
         source_sql: str,
-        incoming: list[tuple[str, types.IcebergType]],
+        incoming: list[tuple[str, IcebergType]],
         mode: Mode,
         where: str | None,
         keys: list[str],
@@ -202,11 +214,12 @@ class TableWriter:
                     for name, typ in diff.added:
                         update.add_column(name, typ)
                     for name, _old, new in diff.widened:
-                        update.update_column(name, field_type=new)  # type: ignore[arg-type]
+                        update.update_column(name, field_type=new)
                 changes = diff.describe()
             self._check_partitioning(ref, table, tx, wanted, mode, where)
-            return self._finish(ref, table, tx, source_sql, incoming, mode, where, keys, branch, props, written,
-                                created, changes)
+            return self._finish(
+                ref, table, tx, source_sql, incoming, mode, where, keys, branch, props, written, created, changes
+            )
         except BaseException:
             if created:
                 self._drop_if_empty(ref)
@@ -226,7 +239,7 @@ class TableWriter:
         table: Table,
         tx: Transaction,
         source_sql: str,
-        incoming: list[tuple[str, types.IcebergType]],
+        incoming: list[tuple[str, IcebergType]],
         mode: Mode,
         where: str | None,
         keys: list[str],
@@ -265,9 +278,11 @@ class TableWriter:
                     tx, schema, current, written.staged, keys, where
                 )
 
-        with tx.update_snapshot(snapshot_properties=props, branch=branch or "main").overwrite() if removed else (
-            tx.update_snapshot(snapshot_properties=props, branch=branch or "main").fast_append()
-        ) as producer:
+        with (
+            tx.update_snapshot(snapshot_properties=props, branch=branch or "main").overwrite()
+            if removed
+            else (tx.update_snapshot(snapshot_properties=props, branch=branch or "main").fast_append()) as producer
+        ):
             for data_file in removed:
                 producer.delete_data_file(data_file)
             for data_file in written.staged + written.rewritten:
@@ -323,7 +338,7 @@ class TableWriter:
 
     # -- pieces -----------------------------------------------------------------------
 
-    def _incoming_schema(self, columns: list[str], duck_types: list[object]) -> list[tuple[str, types.IcebergType]]:
+    def _incoming_schema(self, columns: Sequence[str], duck_types: Sequence[object]) -> list[tuple[str, IcebergType]]:
         seen: dict[str, str] = {}
         result = []
         for name, duck_type in zip(columns, duck_types, strict=True):
@@ -337,7 +352,7 @@ class TableWriter:
         return result
 
     def _copy(
-        self, tx: Transaction, schema: Schema, source_sql: str, incoming: dict[str, types.IcebergType]
+        self, tx: Transaction, schema: Schema, source_sql: str, incoming: dict[str, IcebergType]
     ) -> tuple[list[DataFile], int]:
         """Stream ``source_sql`` into Parquet files shaped as ``schema``; returns the files and rows."""
         columns = []
@@ -349,8 +364,6 @@ class TableWriter:
         return self._write_files(tx, schema, select)
 
     def _write_files(self, tx: Transaction, schema: Schema, select: str) -> tuple[list[DataFile], int]:
-        from pyiceberg.io.pyarrow import parquet_file_to_data_file
-
         import duckdb
 
         metadata = tx.table_metadata
@@ -387,7 +400,7 @@ class TableWriter:
         count, paths = int(row[0]), list(row[1])
         io = tx._table.io if hasattr(tx, "_table") else None  # noqa: SLF001 - PyIceberg keeps the FileIO there
         assert io is not None
-        data_files = [parquet_file_to_data_file(io, metadata, p) for p in paths]
+        data_files = [_data_file(io, metadata, p) for p in paths]
         empty = [f for f in data_files if f.record_count == 0]
         self._remove(empty)
         return [f for f in data_files if f.record_count > 0], count
@@ -431,7 +444,9 @@ class TableWriter:
         """Find the files with rows to replace and rewrite them without those rows."""
         files = _file_list(current)
         if where is not None:
-            match = f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, union_by_name=true) WHERE {where}"
+            match = (
+                f"SELECT DISTINCT filename FROM read_parquet({files}, filename=true, union_by_name=true) WHERE {where}"
+            )
             keep = f"({where}) IS NOT TRUE"
         else:
             key_cols = ", ".join(quote(k) for k in keys)
@@ -490,7 +505,7 @@ def current_partitioning(table: Table) -> list[partitioning.PartitionField]:
     )
 
 
-def _new_schema(incoming: list[tuple[str, types.IcebergType]]) -> Schema:
+def _new_schema(incoming: list[tuple[str, IcebergType]]) -> Schema:
     from pyiceberg.schema import Schema, assign_fresh_schema_ids
     from pyiceberg.types import NestedField
 
@@ -505,6 +520,56 @@ def _current_files(table: Table, branch: str | None) -> list[DataFile]:
     if snapshot is None:
         return []
     return [task.file for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()]
+
+
+def _data_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
+    """Describe a Parquet file we wrote as an Iceberg data file, with stats and partition values.
+
+    Like PyIceberg's ``parquet_file_to_data_file``, except that values of transforms that do not
+    preserve order (``bucket``) come from the partition folder DuckDB wrote the file into,
+    since column bounds cannot tell them.
+    """
+    import re
+
+    import pyarrow.parquet as pq
+    from pyiceberg.io.pyarrow import (
+        compute_statistics_plan,
+        data_file_statistics_from_parquet_metadata,
+        parquet_path_to_id_mapping,
+    )
+    from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
+    from pyiceberg.typedef import Record
+
+    input_file = io.new_input(path)
+    with input_file.open() as stream:
+        parquet_metadata = pq.read_metadata(stream)
+    schema = metadata.schema()
+    spec = metadata.spec()
+    statistics = data_file_statistics_from_parquet_metadata(
+        parquet_metadata=parquet_metadata,
+        stats_columns=compute_statistics_plan(schema, metadata.properties),
+        parquet_column_mapping=parquet_path_to_id_mapping(schema),
+    )
+    folders = dict(re.findall(r"__rat_p(\d+)=([^/]*)", path))
+    values = []
+    for index, spec_field in enumerate(spec.fields):
+        if spec_field.transform.preserves_order:
+            values.append(statistics._partition_value(spec_field, schema))  # noqa: SLF001 - pinned PyIceberg 0.12
+        else:
+            raw = folders.get(str(index))
+            values.append(None if raw in (None, "NULL") else int(raw))
+    return DataFile.from_args(
+        content=DataFileContent.DATA,
+        file_path=path,
+        file_format=FileFormat.PARQUET,
+        partition=Record(*values),
+        file_size_in_bytes=len(input_file),
+        sort_order_id=None,
+        spec_id=metadata.default_spec_id,
+        equality_ids=None,
+        key_metadata=None,
+        **statistics.to_serialized_dict(),
+    )
 
 
 def _file_list(files: Sequence[DataFile]) -> str:

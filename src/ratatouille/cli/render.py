@@ -1,0 +1,234 @@
+"""How the CLI shows things: rich tables on a terminal, JSON with ``--json``, streamed files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import click
+
+from ratatouille.errors import RatatouilleError
+
+if TYPE_CHECKING:
+    import duckdb
+    from rich.console import Console
+
+    from ratatouille.sample.pos import SampleSummary
+    from ratatouille.scaffold import Created, DemoResult
+    from ratatouille.storage.catalog import TableRef
+    from ratatouille.workspace import Workspace
+
+BATCH_ROWS = 65_536
+DEFAULT_TABLE_ROWS = 100
+
+
+def console() -> Console:
+    """A rich console on stdout."""
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def emit_json(data: Any) -> None:
+    """Print JSON (dates and decimals as strings)."""
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(title: str | None, columns: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _cell(value: Any) -> str:
+    return "NULL" if value is None else str(value)
+
+
+# -- query --------------------------------------------------------------------------------
+
+
+def query_result(relation: duckdb.DuckDBPyRelation | None, fmt: str, output: Path | None, limit: int | None) -> None:
+    """Write a query's result in ``fmt`` to stdout or ``output``, streaming batches.
+
+    Raises:
+        QueryError: the query fails while running.
+    """
+    import duckdb
+
+    from ratatouille.errors import QueryError
+
+    if relation is None:  # a statement without a result (SET, ...)
+        return
+    if limit is not None:
+        relation = relation.limit(limit)
+    try:
+        if fmt == "table" and output is None:
+            _print_table(relation, limit or DEFAULT_TABLE_ROWS)
+            return
+        reader = relation.to_arrow_reader(BATCH_ROWS)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with output.open("wb") as sink:
+                _write(reader, fmt, sink)
+            click.secho(f"Wrote {output}", fg="green", err=True)
+        else:
+            if fmt == "parquet" and sys.stdout.isatty():
+                raise RatatouilleError("parquet is binary; pass --output FILE or pipe the output")
+            _write(reader, fmt, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from None
+
+
+def _write(reader: Any, fmt: str, sink: BinaryIO) -> None:
+    import pyarrow as pa
+
+    if fmt in ("csv", "table"):
+        import pyarrow.csv as pacsv
+
+        with pacsv.CSVWriter(sink, reader.schema) as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    elif fmt == "json":
+        sink.write(b"[")
+        first = True
+        for batch in reader:
+            for row in pa.Table.from_batches([batch]).to_pylist():
+                sink.write((b"\n  " if first else b",\n  ") + json.dumps(row, default=str).encode())
+                first = False
+        sink.write(b"\n]\n" if not first else b"]\n")
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with pq.ParquetWriter(sink, reader.schema, compression="zstd") as writer:
+            for batch in reader:
+                writer.write_batch(batch)
+    else:
+        raise RatatouilleError(f"unknown format `{fmt}`; use table, csv, json or parquet")
+
+
+def _print_table(relation: duckdb.DuckDBPyRelation, limit: int) -> None:
+    rows = relation.limit(limit + 1).fetchall()
+    table = _table(None, list(relation.columns))
+    for row in rows[:limit]:
+        table.add_row(*(_cell(v) for v in row))
+    out = console()
+    out.print(table)
+    if len(rows) > limit:
+        out.print(f"[dim]First {limit} rows shown; use --limit N, or --format csv for all of them.[/dim]")
+    else:
+        out.print(f"[dim]{len(rows)} row{'s' if len(rows) != 1 else ''}[/dim]")
+
+
+# -- catalog ------------------------------------------------------------------------------
+
+
+def tables(workspace: Workspace, refs: list[TableRef], as_json: bool) -> None:
+    """``rat tables``."""
+    if as_json:
+        emit_json([{"table": r.qualified, "workspace": r.workspace, "layer": r.layer, "name": r.name} for r in refs])
+        return
+    if not refs:
+        click.echo("No tables yet. Run `rat run` (or `rat ingest`) to create some.")
+        return
+    table = _table(f"Tables in workspace `{workspace.name}`", ["table", "layer", "workspace"])
+    for ref in refs:
+        table.add_row(ref.short if ref.workspace == workspace.name else ref.qualified, ref.layer, ref.workspace)
+    console().print(table)
+
+
+def describe(info: dict[str, Any], as_json: bool) -> None:
+    """``rat describe``."""
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"[bold]{info['table']}[/bold]  {info['location']}")
+    size = _size(info["bytes"])
+    out.print(
+        f"{info['rows']:,} rows in {info['files']} files ({size}); snapshot {info['snapshot_id']} "
+        f"at {info['updated_at']}"
+    )
+    out.print("Partitioned by: " + (", ".join(info["partitioning"]) or "nothing"))
+    if info["branches"]:
+        out.print("Branches: " + ", ".join(info["branches"]))
+    table = _table(None, ["#", "column", "type", "description"])
+    for column in info["columns"]:
+        table.add_row(str(column["id"]), column["name"], column["type"], column["doc"] or "")
+    out.print(table)
+
+
+def history(name: str, snapshots: list[dict[str, Any]], as_json: bool) -> None:
+    """``rat history``."""
+    if as_json:
+        emit_json(snapshots)
+        return
+    table = _table(f"History of {name}", ["snapshot", "committed at (UTC)", "operation", "+rows", "-rows", "rows"])
+    for snap in snapshots:
+        marker = " (current)" if snap["current"] else "" if snap["on_main"] else " (branch)"
+        table.add_row(
+            f"{snap['snapshot_id']}{marker}",
+            snap["committed_at"][:19].replace("T", " "),
+            snap["operation"],
+            f"{snap['added_rows']:,}",
+            f"{snap['deleted_rows']:,}",
+            f"{snap['total_rows']:,}",
+        )
+    console().print(table)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+# -- init / sample ------------------------------------------------------------------------
+
+
+def init_summary(created: Created, as_json: bool) -> None:
+    """``rat init``."""
+    if as_json:
+        emit_json({"project": str(created.root), "files": [str(p) for p in created.files]})
+        return
+    click.secho(f"Created project in {created.root} ({len(created.files)} files).", fg="green")
+    click.echo(f"Next: cd {created.root} && rat tables")
+
+
+def sample_summary(summary: SampleSummary, as_json: bool) -> None:
+    """``rat sample pos``."""
+    if as_json:
+        emit_json({"files": [str(p) for p in summary.files], "rows": summary.rows, "days": summary.days})
+        return
+    click.secho(
+        f"Wrote {summary.rows:,} sales rows over {summary.days} days in {len(summary.files)} files.", fg="green"
+    )
+
+
+def demo_summary(result: DemoResult, as_json: bool) -> None:
+    """``rat demo``."""
+    if as_json:
+        emit_json({"project": str(result.root), "loaded": result.loaded, "preview": result.preview})
+        return
+    out = console()
+    out.print(f"[green]Created the POS example in {result.root}[/green]")
+    for table, rows in result.loaded.items():
+        out.print(f"  loaded {table}: {rows:,} rows")
+    out.print(f"\n[bold]{result.preview_sql}[/bold]")
+    columns = list(result.preview[0]) if result.preview else []
+    table = _table(None, columns)
+    for row in result.preview:
+        table.add_row(*(_cell(v) for v in row.values()))
+    out.print(table)
+    out.print(
+        f"Next:\n  cd {result.root}\n  rat tables\n  rat describe bronze.sales\n"
+        '  rat query "select payment_method, count(*) from bronze.sales group by 1"'
+    )
