@@ -19,7 +19,7 @@ from ratatouille.config import WorkspaceConfig
 from ratatouille.errors import QueryError, RatatouilleError, TableNotFoundError
 from ratatouille.project import Project
 from ratatouille.storage.catalog import TableRef
-from ratatouille.storage.reader import AsOf, TableViews
+from ratatouille.storage.reader import ALL_TABLES, AsOf, TableViews
 from ratatouille.storage.writer import Mode, SchemaDrift, TableWriter, WriteResult, current_partitioning
 
 if TYPE_CHECKING:
@@ -56,16 +56,15 @@ class Workspace:
     @cached_property
     def con(self) -> duckdb.DuckDBPyConnection:
         """This workspace's DuckDB session."""
-        from ratatouille.engine import connect
+        from ratatouille.engine import connect, literal
 
         lakehouse = self.project.lakehouse
         s3 = self.project.config.storage.s3
         needs_s3 = lakehouse.is_s3 or self.project.landing.startswith("s3://") or s3.endpoint is not None
         con = connect(self.project.profile, self.project.temp_directory, s3 if needs_s3 else None)
-        con.execute("SET TimeZone = 'UTC'")
         # Relative paths in SQL (read_csv('data/landing/...')) mean the project's, wherever
         # the process runs: a notebook in workspaces/default/notebooks sees the same files.
-        con.execute("SET file_search_path = ?", [str(self.project.root)])
+        con.execute(f"SET file_search_path = {literal(str(self.project.root))}")
         return con
 
     @cached_property
@@ -73,7 +72,8 @@ class Workspace:
         return TableViews(self.con, self.name)
 
     def close(self) -> None:
-        """Close the DuckDB session (a new one opens on next use)."""
+        """Close the DuckDB session and catalog connections (new ones open on next use)."""
+        self.project.lakehouse.close()
         if "con" in self.__dict__:
             self.con.close()
             del self.__dict__["con"]
@@ -136,13 +136,17 @@ class Workspace:
 
         with self._lock:
             views = self._views
-            everything = self.tables(all_workspaces=True)
-            for ref in views.referenced(sql, everything):
-                views.register(ref, as_of)
+            everything: list[TableRef] = []
+            names = views.referenced_names(sql)
+            if names:
+                everything = self.tables(all_workspaces=True)
+                for ref in everything:
+                    if names is ALL_TABLES or ref.identifier in names:
+                        views.register(ref, as_of)
             try:
                 return self.con.sql(sql)
             except duckdb.CatalogException as exc:
-                raise self._missing_table(exc, everything) from None
+                raise self._missing_table(exc, everything or self.tables(all_workspaces=True)) from None
             except duckdb.Error as exc:
                 raise QueryError(_clean(exc)) from None
 

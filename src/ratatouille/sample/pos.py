@@ -20,9 +20,10 @@ Distributions (clean values):
   per-store popularity factor, so a few stores are much busier than others.
 * Time of day: stores trade 07:00-21:59, with peaks around lunch (12-13h) and in the evening (17-19h).
 * Products: popularity is Zipf-like (the product at popularity rank ``r`` is drawn with probability
-  roughly proportional to ``1/r``); the ranking is a seeded shuffle of the catalogue.
+  roughly proportional to ``r ** -0.8``; with 250 products the top 10 make ~30% of the rows); the
+  ranking is a seeded shuffle of the catalogue.
 * ``unit_price`` is the catalogue price, except ~6% promotional rows sold 20% off.
-* ``quantity``: 1 (55%), 2 (25%), 3 (10%), then a tail from 4 to 12.
+* ``quantity``: 1 (55%), 2 (25%), 3 (10%), then a decreasing tail from 4 to 12.
 * ``payment_method``: ``card`` (62%), ``cash`` (23%), ``mobile`` (15%), always lower case when clean.
 * ``customer_id``: empty for ~30% of rows (no loyalty card), otherwise a bigint from a pool whose size
   scales with ``rows``; some customers shop far more often than others.
@@ -50,6 +51,7 @@ The same arguments always produce byte-identical files. The rows are generated b
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import csv
 import datetime
@@ -58,8 +60,13 @@ import math
 import os
 import pathlib
 import random
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
 
 __all__ = ["SampleSummary", "generate_pos"]
 
@@ -73,11 +80,13 @@ REGIONS: tuple[str, ...] = ("north", "south", "east", "west")
 # Probabilities of the deliberate dirt (per generated row).
 P_RESEND = 0.005
 P_BAD_QUANTITY = 0.003
+P_ZERO_QUANTITY = 0.0012  # the part of P_BAD_QUANTITY where quantity is 0 rather than negative
 P_MISSING_PRICE = 0.003
 P_PAYMENT_CASING = 0.02
 P_STORE_CASING = 0.01
 P_DMY_TIMESTAMP = 0.05
 
+_ZIPF_S = 0.8  # product at popularity rank r is drawn with probability ~ r ** -_ZIPF_S
 _MAX_WORKERS = 4
 _TXN_ID_BASE = 1_000_000_000
 _CUSTOMER_ID_BASE = 100_001
@@ -263,14 +272,8 @@ def generate_pos(
 
     files: list[pathlib.Path] = []
     stores_csv = landing / "stores" / "stores.csv"
-    _write_csv(
-        stores_csv,
-        ["store_id", "store_name", "city", "region", "opened_on", "sq_meters"],
-        [
-            [s.store_id, s.name, s.city, s.region, s.opened_on.isoformat(), str(s.sq_meters)]
-            for s in store_list
-        ],
-    )
+    store_rows = [_store_row(s) for s in store_list]
+    _write_csv(stores_csv, ["store_id", "store_name", "city", "region", "opened_on", "sq_meters"], store_rows)
     files.append(stores_csv)
     products_csv = landing / "products" / "products.csv"
     _write_csv(
@@ -293,8 +296,9 @@ def _validate(*, rows: int, days: int, seed: int, start: datetime.date, stores: 
         "days": (days, 1, MAX_DAYS),
         "stores": (stores, 1, MAX_STORES),
         "products": (products, 1, MAX_PRODUCTS),
-        "seed": (seed, -(2**63), 2**63 - 1),
     }
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
     for name, (value, low, high) in bounds.items():
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -332,6 +336,17 @@ def _make_stores(rng: random.Random, count: int, start: datetime.date) -> list[_
             )
         )
     return result
+
+
+def _store_row(store: _Store) -> list[str]:
+    return [
+        store.store_id,
+        store.name,
+        store.city,
+        store.region,
+        store.opened_on.isoformat(),
+        str(store.sq_meters),
+    ]
 
 
 def _make_products(rng: random.Random, count: int) -> list[list[str]]:
@@ -414,6 +429,45 @@ def _write_sales(
 ) -> list[pathlib.Path]:
     import duckdb
 
+    u = _uniform_sql(seed)
+    hours = [hour for hour, weight in sorted(_HOUR_WEIGHTS.items()) for _ in range(weight)]
+    hours_sql = "[" + ", ".join(str(h) for h in hours) + "]"
+    customers = max(50, min(5_000_000, rows // 8))
+
+    jobs: list[str] = []
+    written: list[pathlib.Path] = []
+    lo = 0
+    for d, date in enumerate(dates):
+        for region in REGIONS:
+            members = [(s, counts[d][i]) for i, s in enumerate(stores) if s.region == region and counts[d][i]]
+            if not members:
+                continue
+            hi = lo + sum(c for _, c in members)
+            path = sales_dir / f"sales_{region}_{date.isoformat()}.csv"
+            jobs.append(
+                _file_sql(
+                    path=path, date=date, lo=lo, hi=hi, members=members, u=u,
+                    hours_sql=hours_sql, n_hours=len(hours), n_products=n_products, customers=customers,
+                )
+            )  # fmt: skip
+            written.append(path)
+            lo = hi
+
+    with tempfile.TemporaryDirectory(prefix="ratatouille-pos-") as spill:
+        con = duckdb.connect(":memory:")
+        try:
+            con.execute("SET memory_limit = '1GB'")
+            con.execute(f"SET temp_directory = {_sql_str(spill)}")  # not ./.tmp should a huge file spill
+            con.execute("SET preserve_insertion_order = true")
+            con.execute("SET threads = 1")
+            con.execute(_products_sql(products_csv, u))
+            _run_parallel(con, jobs)
+        finally:
+            con.close()
+    return written
+
+
+def _uniform_sql(seed: int) -> Callable[[str, int], str]:
     offset = _seed_offset(seed)
 
     def u(expr: str, salt: int) -> str:
@@ -422,67 +476,52 @@ def _write_sales(
         # would be correlated), so fold row, salt and seed into one BIGINT and hash that.
         return f"((hash(({expr}) * {_SALTS} + {offset + salt}) >> 11)::DOUBLE / 9007199254740992.0)"
 
-    hours = [hour for hour, weight in sorted(_HOUR_WEIGHTS.items()) for _ in range(weight)]
-    hours_sql = "[" + ", ".join(str(h) for h in hours) + "]"
-    customers = max(50, min(5_000_000, rows // 8))
+    return u
 
-    written: list[pathlib.Path] = []
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute("SET memory_limit = '1GB'")
-        con.execute("SET preserve_insertion_order = true")
-        con.execute(
-            f"""
-            CREATE TABLE prod AS
-            SELECT product_id, unit_price,
-                   row_number() OVER (ORDER BY {u('product_id', _S_POPULARITY)}, product_id)
-                       AS pop_rank
-            FROM read_csv({_sql_str(str(products_csv))}, header = true, auto_detect = false, delim = ',',
-                          quote = '"', escape = '"',
-                          columns = {{'product_id': 'BIGINT', 'sku': 'VARCHAR', 'product_name': 'VARCHAR',
-                                     'category': 'VARCHAR', 'brand': 'VARCHAR',
-                                     'unit_price': 'DECIMAL(10,2)', 'cost': 'DECIMAL(10,2)'}})
-            """
-        )
-        jobs: list[str] = []
-        lo = 0
-        for d, date in enumerate(dates):
-            for region in REGIONS:
-                members = [(s, counts[d][i]) for i, s in enumerate(stores) if s.region == region]
-                members = [(s, c) for s, c in members if c > 0]
-                n = sum(c for _, c in members)
-                if n == 0:
-                    continue
-                hi = lo + n
-                path = sales_dir / f"sales_{region}_{date.isoformat()}.csv"
-                jobs.append(
-                    _file_sql(
-                        path=path, date=date, lo=lo, hi=hi, members=members, u=u,
-                        hours_sql=hours_sql, n_hours=len(hours), n_products=n_products, customers=customers,
-                    )
-                )  # fmt: skip
-                written.append(path)
-                lo = hi
 
-        # Each file is one COPY statement over its own rows, so the files do not depend on which
-        # worker writes them; a single COPY is mostly single-threaded, hence a few workers.
-        workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1, len(jobs)))
+def _products_sql(products_csv: pathlib.Path, u: Callable[[str, int], str]) -> str:
+    """SQL loading the catalogue prices, with a seeded popularity rank (1 = most popular)."""
+    return f"""
+    CREATE TABLE prod AS
+    SELECT product_id, unit_price,
+           row_number() OVER (ORDER BY {u("product_id", _S_POPULARITY)}, product_id) AS pop_rank
+    FROM read_csv({_sql_str(str(products_csv))}, header = true, auto_detect = false, delim = ',',
+                  quote = '"', escape = '"',
+                  columns = {{'product_id': 'BIGINT', 'sku': 'VARCHAR', 'product_name': 'VARCHAR',
+                             'category': 'VARCHAR', 'brand': 'VARCHAR',
+                             'unit_price': 'DECIMAL(10,2)', 'cost': 'DECIMAL(10,2)'}})
+    """
 
-        def run(share: Sequence[str]) -> None:
-            cursor = con.cursor()
-            try:
-                for sql in share:
-                    cursor.execute(sql)
-            finally:
-                cursor.close()
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run, jobs[w::workers]) for w in range(workers)]
-            for future in futures:
-                future.result()
-    finally:
-        con.close()
-    return written
+def _run_parallel(con: duckdb.DuckDBPyConnection, jobs: Sequence[str]) -> None:
+    """Run the statements on a few worker threads, each with its own cursor.
+
+    Each sales file is one COPY statement over its own rows, so a file does not depend on which worker
+    writes it. Such a COPY is essentially single-threaded (the connection runs with threads = 1), hence
+    the workers.
+    """
+    pending = collections.deque(jobs)  # popleft() is thread-safe
+
+    def run() -> None:
+        cursor = con.cursor()
+        try:
+            while pending:
+                try:
+                    sql = pending.popleft()
+                except IndexError:
+                    return
+                cursor.execute(sql)
+        except BaseException:
+            pending.clear()  # stop the other workers early
+            raise
+        finally:
+            cursor.close()
+
+    workers = max(1, min(_MAX_WORKERS, os.cpu_count() or 1, len(jobs)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run) for _ in range(workers)]
+        for future in futures:
+            future.result()
 
 
 def _file_sql(
@@ -511,9 +550,12 @@ def _file_sql(
     payment_variants = "[[' Card', 'CARD ', 'Card', ' card '], [' Cash', 'CASH ', 'Cash', ' cash '], " + (
         "[' Mobile', 'MOBILE ', 'Mobile', ' mobile ']]"
     )
+    # Continuous power law with exponent _ZIPF_S on [1, n_products + 1), by inverse transform.
+    zipf_power = 1 / (1 - _ZIPF_S)
+    zipf_span = (n_products + 1) ** (1 - _ZIPF_S) - 1
+    ts = f"(TIMESTAMP '{date.isoformat()} 00:00:00' + to_seconds(sec))"
     # Slot j re-sends (duplicates) row j - 1 when its resend draw fires and row j - 1 is not itself a
     # re-send; all content is a function of k only, so a re-sent row is byte-identical to its original.
-    ts = f"(TIMESTAMP '{date.isoformat()} 00:00:00' + to_seconds(sec))"
     resend_j = f"{u('j', _S_RESEND)} < {P_RESEND}"
     resend_prev = f"{u('j - 1', _S_RESEND)} < {P_RESEND}"
     return f"""
@@ -525,26 +567,28 @@ def _file_sql(
       draws AS (
         SELECT k,
           {store_sql} AS store_no,
-          least({n_products}, floor(exp({u('k', _S_PRODUCT)} * ln({n_products + 1})))::BIGINT) AS pop_rank,
-          {u('k', _S_TIME)} * {n_hours} AS t,
-          {u('k', _S_QUANTITY)} AS uq,
-          {u('k', _S_PAYMENT)} AS upay,
-          {u('k', _S_CUSTOMER)} AS ucust,
-          {u('k', _S_PROMO)} AS upromo,
-          {u('k', _S_BAD_QUANTITY)} AS dq,
-          {u('k', _S_MISSING_PRICE)} AS dprice,
-          {u('k', _S_PAYMENT_CASING)} AS dpay,
-          {u('k', _S_STORE_CASING)} AS dstore,
-          {u('k', _S_TIMESTAMP)} AS dts
+          least({n_products}, floor(pow(1 + {u("k", _S_PRODUCT)} * {zipf_span!r}, {zipf_power!r}))::BIGINT)
+              AS pop_rank,
+          {u("k", _S_TIME)} * {n_hours} AS t,
+          {u("k", _S_QUANTITY)} AS uq,
+          {u("k", _S_PAYMENT)} AS upay,
+          {u("k", _S_CUSTOMER)} AS ucust,
+          {u("k", _S_PROMO)} AS upromo,
+          {u("k", _S_BAD_QUANTITY)} AS dq,
+          {u("k", _S_MISSING_PRICE)} AS dprice,
+          {u("k", _S_PAYMENT_CASING)} AS dpay,
+          {u("k", _S_STORE_CASING)} AS dstore,
+          {u("k", _S_TIMESTAMP)} AS dts
         FROM slots
       ),
       shaped AS (
         SELECT k,
-          {hours_sql}[1 + floor(t)::BIGINT] * 3600 + floor((t - floor(t)) * 3600)::BIGINT AS sec,
+          {hours_sql}[least({n_hours}, 1 + floor(t)::BIGINT)] * 3600
+              + floor((t - floor(t)) * 3600)::BIGINT AS sec,
           'S' || lpad(store_no::VARCHAR, 3, '0') AS clean_store,
           CASE WHEN uq < 0.55 THEN 1 WHEN uq < 0.80 THEN 2 WHEN uq < 0.90 THEN 3 WHEN uq < 0.94 THEN 4
                WHEN uq < 0.965 THEN 5 WHEN uq < 0.98 THEN 6
-               ELSE least(12, 7 + floor((uq - 0.98) / 0.02 * 6)::BIGINT) END AS clean_quantity,
+               ELSE least(12, 7 + floor(pow((uq - 0.98) / 0.02, 2) * 6)::BIGINT) END AS clean_quantity,
           CASE WHEN upay < 0.62 THEN 0 WHEN upay < 0.85 THEN 1 ELSE 2 END AS pay,
           CASE WHEN ucust < 0.30 THEN NULL
                ELSE {_CUSTOMER_ID_BASE} + floor({customers} * pow((ucust - 0.30) / 0.70, 1.8))::BIGINT
@@ -557,20 +601,21 @@ def _file_sql(
       ),
       dirty AS (
         SELECT k, sec,
-          {_TXN_ID_BASE + lo} + dense_rank() OVER (ORDER BY sec, k) AS txn_id,
+          {_TXN_ID_BASE + lo} + rank() OVER (ORDER BY sec, k) AS txn_id,
           CASE WHEN dts < {P_DMY_TIMESTAMP} THEN strftime({ts}, '%d/%m/%Y %H:%M:%S')
-               ELSE strftime({ts}, '%Y-%m-%d %H:%M:%S') END AS transaction_ts,
+               ELSE CAST({ts} AS VARCHAR) END AS transaction_ts,  -- whole seconds: 'YYYY-MM-DD HH:MM:SS'
           CASE WHEN dstore < {P_STORE_CASING}
                THEN [' ' || lower(clean_store), lower(clean_store), clean_store || ' ',
-                     ' ' || lower(clean_store) || ' '][1 + floor(dstore / {P_STORE_CASING} * 4)::BIGINT]
+                     ' ' || lower(clean_store) || ' ']
+                    [least(4, 1 + floor(dstore / {P_STORE_CASING} * 4)::BIGINT)]
                ELSE clean_store END AS store_id,
           product_id,
-          CASE WHEN dq < {P_BAD_QUANTITY} THEN (CASE WHEN dq < {P_BAD_QUANTITY * 0.4} THEN 0
+          CASE WHEN dq < {P_BAD_QUANTITY} THEN (CASE WHEN dq < {P_ZERO_QUANTITY} THEN 0
                                                      ELSE -clean_quantity END)
                ELSE clean_quantity END AS quantity,
           CASE WHEN dprice < {P_MISSING_PRICE} THEN NULL ELSE price END AS unit_price,
           CASE WHEN dpay < {P_PAYMENT_CASING}
-               THEN {payment_variants}[1 + pay][1 + floor(dpay / {P_PAYMENT_CASING} * 4)::BIGINT]
+               THEN {payment_variants}[1 + pay][least(4, 1 + floor(dpay / {P_PAYMENT_CASING} * 4)::BIGINT)]
                ELSE ['card', 'cash', 'mobile'][1 + pay] END AS payment_method,
           customer_id
         FROM shaped
@@ -578,6 +623,6 @@ def _file_sql(
       SELECT txn_id, transaction_ts, store_id, product_id, quantity, unit_price,
              CAST(quantity * unit_price AS DECIMAL(12,2)) AS total_amount, payment_method, customer_id
       FROM dirty
-      ORDER BY txn_id
+      ORDER BY sec, k  -- the order of txn_id
     ) TO {_sql_str(str(path))} (FORMAT csv, HEADER true)
     """

@@ -7,10 +7,11 @@ listing tables, so opening a query session does not load every table's metadata.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ratatouille.config import ProjectConfig
 from ratatouille.errors import CatalogError, TableNotFoundError
@@ -110,6 +111,13 @@ class Lakehouse:
                 "check `catalog.uri` in ratatouille.yaml"
             ) from exc
 
+    def close(self) -> None:
+        """Release catalog connections (the SQL catalog keeps a connection pool)."""
+        catalog = self.__dict__.pop("catalog", None)
+        engine = getattr(catalog, "engine", None)
+        if engine is not None:
+            engine.dispose()
+
     def location(self, workspace: str, layer: str, name: str) -> str:
         """Where a table's files live."""
         return f"{self.warehouse}/{workspace}/{layer}/{name}"
@@ -131,6 +139,9 @@ class Lakehouse:
         return sorted((r for r in refs if workspace is None or r.workspace == workspace), key=lambda r: r.qualified)
 
     def _list_sql(self) -> list[TableRef]:
+        uri = resolve_uri(self.config.catalog.uri, self.root)
+        if uri.startswith("sqlite:///"):
+            return self._list_sqlite(uri.removeprefix("sqlite:///"))
         from sqlalchemy import text
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -144,12 +155,26 @@ class Lakehouse:
                 rows = conn.execute(query, {"c": self.config.catalog.name}).fetchall()
         except SQLAlchemyError as exc:
             raise CatalogError(f"cannot read the catalog: {exc}") from exc
-        refs = []
-        for namespace, name, location in rows:
-            parts = str(namespace).split(".")
-            if len(parts) == 2:
-                refs.append(TableRef(parts[0], parts[1], str(name), location))
-        return refs
+        return _refs(rows)
+
+    def _list_sqlite(self, path: str) -> list[TableRef]:
+        """List tables with the standard library: importing SQLAlchemy and PyIceberg's catalog
+        costs 0.5 s, too much for `rat query`."""
+        import sqlite3
+
+        if not Path(path).exists():
+            return []
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as conn:
+                rows = conn.execute(
+                    "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ?",
+                    (self.config.catalog.name,),
+                ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise CatalogError(f"cannot read the catalog {path}: {exc}") from exc
+        return _refs(rows)
 
     def _list_generic(self) -> list[TableRef]:
         refs = []
@@ -189,6 +214,15 @@ class Lakehouse:
         except NoSuchTableError:
             existing = [r.qualified for r in self.list_tables()]
             raise TableNotFoundError(f"{workspace}.{layer}.{name}", existing) from None
+
+
+def _refs(rows: Iterable[Sequence[Any]]) -> list[TableRef]:
+    refs = []
+    for namespace, name, location in rows:
+        parts = str(namespace).split(".")
+        if len(parts) == 2:
+            refs.append(TableRef(parts[0], parts[1], str(name), location))
+    return refs
 
 
 def _redact(uri: str) -> str:

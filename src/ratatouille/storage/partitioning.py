@@ -99,7 +99,7 @@ def _register_bucket(con: duckdb.DuckDBPyConnection, field: PartitionField) -> s
     from pyiceberg.types import LongType
 
     name = f"__rat_bucket_{field.width}"
-    exists = con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [name]).fetchone()
+    exists = con.execute(f"SELECT count(*) FROM duckdb_functions() WHERE function_name = '{name}'").fetchone()
     if exists and exists[0]:
         return name
     assert field.width is not None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ratatouille.engine import literal, load_extensions
 from ratatouille.errors import QueryError
 from ratatouille.storage.catalog import TableRef
 from ratatouille.storage.types import quote
@@ -60,6 +61,10 @@ def parse_as_of(text: str) -> AsOf:
     return AsOf(timestamp=moment)
 
 
+# Marker: the statement could not be analysed, so every table is made visible.
+ALL_TABLES: frozenset[tuple[str, str, str]] = frozenset({("*", "*", "*")})
+
+
 class TableViews:
     """Registers table views on one DuckDB connection."""
 
@@ -67,6 +72,7 @@ class TableViews:
         self.con = con
         self.current = current_workspace
         self._attached: set[str] = set()
+        self._iceberg_loaded = False
         self._schemas: set[tuple[str, str]] = set()
         self._views: dict[tuple[str, str, str], str] = {}
         self._attach(current_workspace)
@@ -80,6 +86,9 @@ class TableViews:
     def register(self, ref: TableRef, as_of: AsOf | None = None, view_name: str | None = None) -> None:
         """Create or replace the view for one table."""
         assert ref.metadata_location is not None
+        if not self._iceberg_loaded:
+            load_extensions(self.con, "iceberg")
+            self._iceberg_loaded = True
         self._attach(ref.workspace)
         if (ref.workspace, ref.layer) not in self._schemas:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ref.workspace)}.{quote(ref.layer)}")
@@ -93,25 +102,24 @@ class TableViews:
         self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
         self._views[key] = source
 
-    def referenced(self, sql: str, tables: list[TableRef]) -> list[TableRef]:
-        """The tables among ``tables`` that ``sql`` names (qualified or relative to the current workspace).
+    def referenced_names(self, sql: str) -> frozenset[tuple[str, str, str]]:
+        """The ``(workspace, layer, table)`` names ``sql`` reads, or ``ALL_TABLES`` when unknown.
 
         Uses DuckDB's parser only (``json_serialize_sql``), so nothing is bound or read. For
-        statements it cannot serialise (DDL, several statements), every table is returned.
+        statements it cannot serialise (DDL, several statements), every table is wanted.
         """
         import json
 
-        row = self.con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        row = self.con.execute(f"SELECT json_serialize_sql({literal(sql)})").fetchone()
         tree = json.loads(row[0]) if row else {"error": True}
         if tree.get("error"):
             # A syntax error is reported by DuckDB when the statement runs, with its position.
-            return [] if tree.get("error_type") == "parser" else list(tables)
+            return frozenset() if tree.get("error_type") == "parser" else ALL_TABLES
         wanted: set[tuple[str, str, str]] = set()
         for catalog, schema, name in _base_tables(tree):
-            if not schema:
-                continue
-            wanted.add((catalog or self.current, schema.lower(), name.lower()))
-        return [t for t in tables if t.identifier in wanted]
+            if schema:
+                wanted.add((catalog or self.current, schema.lower(), name.lower()))
+        return frozenset(wanted)
 
 
 def _base_tables(node: object) -> Iterator[tuple[str, str, str]]:
