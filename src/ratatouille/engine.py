@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ratatouille.config import EngineConfig, ProfileName, S3Config
 from ratatouille.errors import CatalogError, RatatouilleError
@@ -133,6 +134,40 @@ def load_extensions(con: duckdb.DuckDBPyConnection, *names: str) -> None:
             con.execute(f"LOAD {literal(str(path))}")
         except duckdb.Error as exc:
             raise RatatouilleError(f"cannot load the DuckDB `{name}` extension from {path}: {exc}") from exc
+
+
+def register_data(con: duckdb.DuckDBPyConnection, data: Any) -> tuple[str, Callable[[], None]]:
+    """Make data queryable on ``con``: returns a ``SELECT`` over it and a function that cleans up.
+
+    ``data`` may be SQL text, an Arrow table / record batch / record batch reader (streamed), a
+    list of dicts, a pandas or polars data frame, or a DuckDB relation of ``con``.
+
+    Raises:
+        RatatouilleError: the data is of an unsupported kind.
+    """
+    if isinstance(data, str):
+        return data.strip().rstrip(";"), lambda: None
+    if type(data).__name__ == "DuckDBPyRelation":
+        return data.sql_query(), lambda: None
+    import uuid
+
+    import pyarrow as pa
+
+    name = f"__rat_in_{uuid.uuid4().hex}"
+    if isinstance(data, pa.RecordBatch):
+        data = pa.Table.from_batches([data])
+    elif isinstance(data, list):
+        data = pa.Table.from_pylist(data)
+    elif hasattr(data, "to_arrow") and not isinstance(data, pa.Table | pa.RecordBatchReader):
+        data = data.to_arrow()  # polars
+    try:
+        con.register(name, data)
+    except Exception as exc:
+        raise RatatouilleError(
+            f"cannot write a {type(data).__name__}; pass SQL, an Arrow table or stream, "
+            "a list of dicts, or a pandas/polars data frame"
+        ) from exc
+    return f"SELECT * FROM {name}", lambda: con.unregister(name)
 
 
 def configure_s3(con: duckdb.DuckDBPyConnection, s3: S3Config) -> None:

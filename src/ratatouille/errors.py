@@ -10,6 +10,9 @@ One root, a shallow tree. Each message says what happened and what to do about i
     │   └── CommitConflictError   another writer committed first and retrying did not help
     ├── SchemaError            data does not fit the table (checked before anything is written)
     ├── DataError              data cannot be written as asked (NULL or duplicate merge keys, ...)
+    ├── ConnectorError         a source cannot be reached or read (never shows credentials)
+    ├── PipelineError          a model is invalid or failed (file and line of the user's code)
+    │   └── TestFailure        an error-severity test failed: the model was not published
     └── QueryError             SQL failed: parse, bind or runtime error, with the position
 
 Surfaces decide how errors look: the CLI prints one red line, the API maps classes to statuses.
@@ -89,6 +92,20 @@ class SchemaError(RatatouilleError):
 
 class DataError(RatatouilleError):
     """Data cannot be written as asked (for example NULL or duplicate merge keys); nothing was written."""
+
+
+class ConnectorError(RatatouilleError):
+    """A source cannot be reached or read. Messages never contain credentials."""
+
+
+class PipelineError(RatatouilleError):
+    """A model or source definition is invalid, or its run failed."""
+
+
+class TestFailure(PipelineError):
+    """An error-severity test failed, so the model's output was not published."""
+
+    __test__ = False  # not a pytest test class
 
 
 class QueryError(RatatouilleError):

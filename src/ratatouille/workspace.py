@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
+    from ratatouille.runs.graph import Graph
+    from ratatouille.runs.runner import ProgressCallback, RunResult
+    from ratatouille.state.store import StateStore
+
 
 class Workspace:
     """One workspace of a project."""
@@ -72,12 +76,21 @@ class Workspace:
         return TableViews(self.con, self.name)
 
     def close(self) -> None:
-        """Close the DuckDB session and catalog connections (new ones open on next use)."""
+        """Close the DuckDB session, catalog and state connections (new ones open on next use)."""
         self.project.lakehouse.close()
+        if "state" in self.__dict__:
+            self.state.close()
         if "con" in self.__dict__:
             self.con.close()
             del self.__dict__["con"]
             self.__dict__.pop("_views", None)
+
+    @cached_property
+    def state(self) -> StateStore:
+        """Run records, the file registry and source state."""
+        from ratatouille.state.store import StateStore
+
+        return StateStore(self.project.config.state.uri, self.project.root)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -268,6 +281,121 @@ class Workspace:
             )
         return rows
 
+    # -- pipelines ------------------------------------------------------------------------
+
+    def vars(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Values for ``var()``: project, then workspace, then the caller's overrides."""
+        return {**self.project.config.vars, **self.config.vars, **(overrides or {})}
+
+    def graph(self, variables: dict[str, Any] | None = None) -> Graph:
+        """Load and validate this workspace's sources and models.
+
+        Raises:
+            ConfigError: listing every problem found (file:line each).
+        """
+        from ratatouille.runs.graph import load_graph
+
+        return load_graph(self.directory, self.name, tuple(self.config.layers), self.vars(variables))
+
+    def run(
+        self,
+        select: list[str] | None = None,
+        *,
+        full_refresh: bool = False,
+        trigger: str = "cli",
+        variables: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+        sources_only: bool = False,
+    ) -> RunResult:
+        """Run the selected sources and models with write-audit-publish.
+
+        Selecting a model also ingests the sources it depends on.
+
+        Raises:
+            ConfigError: the pipelines are invalid or the selection matches nothing.
+        """
+        from ratatouille.runs.ingest import run_source
+        from ratatouille.runs.runner import Runner
+
+        graph = self.graph(variables)
+        dag = graph.dag
+        if sources_only:
+            sources = {k for k, n in dag.nodes.items() if n.kind == "source"}
+            chosen = {k for k in dag.select(select) if k in sources} if select else sources
+            if select and not chosen:
+                from ratatouille.errors import ConfigError
+
+                raise ConfigError(f"no source matches {' '.join(select)}; sources: {', '.join(sorted(sources))}")
+        else:
+            chosen = dag.select(select)
+            for key in list(chosen):
+                chosen |= {a for a in dag.ancestors(key) if dag.nodes[a].kind == "source"}
+        with self._lock:
+            runner = Runner(
+                graph=graph,
+                lakehouse=self.project.lakehouse,
+                state=self.state,
+                con=self.con,
+                workspace=self.name,
+                landing=self.project.landing,
+                max_parallel=self.config.resources.max_parallel_pipelines
+                or self.project.profile.max_parallel_pipelines,
+                full_refresh=full_refresh,
+                trigger=trigger,
+                source_runner=lambda ctx, node, con: run_source(runner, ctx, node, con),
+                progress=progress,
+            )
+            result = runner.run(chosen, " ".join(select or []))
+            self.__dict__.pop("_views", None)
+            return result
+
+    def compile(self, name: str, *, incremental: bool = False, variables: dict[str, Any] | None = None) -> str:
+        """The SQL a model runs, with refs resolved to the tables ``rat query`` reads.
+
+        Raises:
+            ConfigError: the model does not exist or does not compile.
+        """
+        from ratatouille.errors import ConfigError
+        from ratatouille.models.compiler import CompileContext, CompileProblem
+
+        graph = self.graph(variables)
+        model = _find_model(graph, name)
+        if model.sql is None:
+            raise ConfigError(f"`{model.key}` is a Python pipeline ({model.path}); there is no SQL to compile")
+
+        def relation(key: str) -> str:
+            parts = key.split(".")
+            full = parts if len(parts) == 3 else [self.name, *parts]
+            return ".".join(_q(p) for p in full)
+
+        ctx = CompileContext(
+            relation=relation,
+            this=relation(model.key),
+            incremental=incremental,
+            watermark=lambda column: f"(SELECT max({_q(column)}) FROM {relation(model.key)})",
+            vars={**graph.vars, **model.config.vars},
+        )
+        try:
+            return graph.compiler.compile(model, ctx).sql
+        except CompileProblem as exc:
+            raise ConfigError([exc.problem]) from None
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs of this workspace, newest first."""
+        self.state.mark_abandoned()
+        return self.state.runs(self.name, limit)
+
+    def run_record(self, run_id: str) -> dict[str, Any]:
+        """One run with its nodes, tests and logs (a unique prefix of the id works).
+
+        Raises:
+            RatatouilleError: no such run.
+        """
+        record = self.state.run(run_id)
+        if record is None:
+            raise RatatouilleError(f"no run `{run_id}`; `rat runs` lists them")
+        return record
+
     # -- write ----------------------------------------------------------------------------
 
     def write(
@@ -328,30 +456,24 @@ class Workspace:
 
     def _source(self, data: Any) -> tuple[str, Any]:
         """Turn supported data into SQL over this connection, and a function that cleans up."""
-        if isinstance(data, str):
-            sql = data.strip().rstrip(";")
-            self.sql(sql)  # registers the tables it reads and checks it binds
-            return sql, lambda: None
-        relation_type = type(data).__name__
-        if relation_type == "DuckDBPyRelation":
-            return data.sql_query(), lambda: None
-        name = f"__rat_in_{uuid.uuid4().hex}"
-        import pyarrow as pa
+        from ratatouille.engine import register_data
 
-        if isinstance(data, pa.RecordBatch):
-            data = pa.Table.from_batches([data])
-        elif isinstance(data, list) and data and isinstance(data[0], dict):
-            data = pa.Table.from_pylist(data)
-        elif hasattr(data, "to_arrow") and not isinstance(data, pa.Table | pa.RecordBatchReader):
-            data = data.to_arrow()  # polars
-        try:
-            self.con.register(name, data)
-        except Exception as exc:
-            raise RatatouilleError(
-                f"cannot write a {type(data).__name__}; pass SQL, an Arrow table or stream, "
-                "or a pandas/polars data frame"
-            ) from exc
-        return f"SELECT * FROM {name}", lambda: self.con.unregister(name)
+        if isinstance(data, str):
+            self.sql(data.strip().rstrip(";"))  # registers the tables it reads and checks it binds
+        return register_data(self.con, data)
+
+
+def _find_model(graph: Graph, name: str) -> Any:
+    from ratatouille.errors import ConfigError
+
+    for key, model in graph.models.items():
+        if name in (key, model.name):
+            return model
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(graph.models), n=1)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    raise ConfigError(f"no model `{name}`{hint} Models: {', '.join(sorted(graph.models)) or 'none'}")
 
 
 def _q(identifier: str) -> str:

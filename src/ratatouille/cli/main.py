@@ -254,6 +254,102 @@ def history(ctx: click.Context, table: str) -> None:
     render.history(table, g.open().history(table), as_json=g.json)
 
 
+def _vars(pairs: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"`{pair}` is not NAME=VALUE", param_hint="--var")
+        values[name] = yaml.safe_load(raw)
+    return values
+
+
+@cli.command()
+@global_options
+@click.option("--select", "-s", "select", multiple=True, help="name, layer:silver, tag:x, +name, name+ (repeatable).")
+@click.option("--full-refresh", is_flag=True, help="Rebuild incremental models from scratch.")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE for var() (repeatable).")
+@click.pass_context
+def run(ctx: click.Context, select: tuple[str, ...], full_refresh: bool, variables: tuple[str, ...]) -> None:
+    """Run pipelines with write-audit-publish (and the sources they read)."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    workspace = g.open()
+    progress = render.RunProgress(enabled=not g.json)
+    result = workspace.run(
+        list(select), full_refresh=full_refresh, variables=_vars(variables), progress=progress, trigger="cli"
+    )
+    render.run_summary(result, as_json=g.json)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@global_options
+@click.argument("sources", nargs=-1)
+@click.pass_context
+def ingest(ctx: click.Context, sources: tuple[str, ...]) -> None:
+    """Run declarative sources (all, or the ones named) into bronze."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    progress = render.RunProgress(enabled=not g.json)
+    result = g.open().run(list(sources), sources_only=True, progress=progress, trigger="cli")
+    render.run_summary(result, as_json=g.json)
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command("compile")
+@global_options
+@click.argument("model")
+@click.option("--incremental", is_flag=True, help="Compile as an incremental run would (is_incremental() true).")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE for var() (repeatable).")
+@click.pass_context
+def compile_(ctx: click.Context, model: str, incremental: bool, variables: tuple[str, ...]) -> None:
+    """Print the SQL a model runs."""
+    sql = _globals(ctx).open().compile(model, incremental=incremental, variables=_vars(variables))
+    click.echo(sql)
+
+
+@cli.command()
+@global_options
+@click.pass_context
+def dag(ctx: click.Context) -> None:
+    """Show sources and models as a tree, in run order."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.dag(g.open().graph(), as_json=g.json)
+
+
+@cli.command()
+@global_options
+@click.option("--limit", default=20, show_default=True, help="How many runs.")
+@click.pass_context
+def runs(ctx: click.Context, limit: int) -> None:
+    """Recent runs, newest first."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.runs(g.open().runs(limit), as_json=g.json)
+
+
+@cli.command()
+@global_options
+@click.argument("run_id")
+@click.pass_context
+def logs(ctx: click.Context, run_id: str) -> None:
+    """A run's nodes, tests and log lines (a unique prefix of the id works)."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.run_record(g.open().run_record(run_id), as_json=g.json)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="rat")

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import duckdb
     from rich.console import Console
 
+    from ratatouille.runs.graph import Graph
+    from ratatouille.runs.runner import NodeResult, RunResult
     from ratatouille.sample.pos import SampleSummary
     from ratatouille.scaffold import Created, DemoResult
     from ratatouille.storage.catalog import TableRef
@@ -232,3 +234,148 @@ def demo_summary(result: DemoResult, as_json: bool) -> None:
         f"Next:\n  cd {result.root}\n  rat tables\n  rat describe bronze.sales\n"
         '  rat query "select payment_method, count(*) from bronze.sales group by 1"'
     )
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+_MARK = {"success": "[green]✓[/green]", "failed": "[red]✗[/red]", "skipped": "[yellow]-[/yellow]"}
+
+
+class RunProgress:
+    """Live progress of a run: one line as each node starts and finishes."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.out = console() if enabled else None
+
+    def __call__(self, event: str, result: NodeResult) -> None:
+        """Called by the runner for each node event."""
+        if self.out is None:
+            return
+        if event == "started":
+            self.out.print(f"[dim]… {result.key} ({result.kind})[/dim]")
+            return
+        mark = _MARK.get(result.status, "?")
+        details = []
+        if result.status == "success":
+            details.append(f"{result.rows_written:,} rows")
+            if result.rows_deleted:
+                details.append(f"{result.rows_deleted:,} replaced")
+            if result.rows_quarantined:
+                details.append(f"[yellow]{result.rows_quarantined:,} quarantined[/yellow]")
+            tests = [t for t in result.tests]
+            if tests:
+                warned = sum(t.status == "warn" for t in tests)
+                details.append(f"{len(tests)} tests" + (f", [yellow]{warned} warn[/yellow]" if warned else ""))
+            details.append(f"{result.duration_s:.2f}s")
+        self.out.print(f"{mark} {result.key}  " + "  ".join(details))
+        if result.error:
+            self.out.print(f"  [red]{_escape(result.error)}[/red]")
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def run_summary(result: RunResult, as_json: bool) -> None:
+    """The end of ``rat run`` / ``rat ingest``."""
+    if as_json:
+        from dataclasses import asdict
+
+        emit_json(asdict(result))
+        return
+    out = console()
+    counts: dict[str, int] = {}
+    for node in result.nodes:
+        counts[node.status] = counts.get(node.status, 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "nothing to run"
+    colour = "green" if result.ok else "red"
+    out.print(f"[{colour}]Run {result.run_id}: {result.status}[/{colour}] ({summary}) in {result.duration_s:.1f}s")
+    if result.published:
+        out.print("Published: " + ", ".join(sorted(result.published)))
+    if result.error:
+        out.print(f"[red]{_escape(result.error)}[/red]")
+    if not result.ok:
+        out.print(f"Details: rat logs {result.run_id}")
+
+
+def dag(graph: Graph, as_json: bool) -> None:
+    """``rat dag``."""
+    nodes = graph.dag.nodes
+    if as_json:
+        emit_json({k: {"kind": n.kind, "upstream": sorted(n.upstream)} for k, n in nodes.items()})
+        return
+    if not nodes:
+        click.echo("No sources or models yet: add sources/*.yaml or pipelines/<layer>/*.sql.")
+        return
+    out = console()
+    for depth, key in graph.dag.tree():
+        node = nodes[key]
+        ups = sorted(u for u in node.upstream if u in nodes)
+        arrow = f"  [dim]<- {', '.join(ups)}[/dim]" if ups else ""
+        out.print(f"{'    ' * depth}{key} [dim]({node.kind})[/dim]{arrow}")
+
+
+def runs(rows: list[dict[str, Any]], as_json: bool) -> None:
+    """``rat runs``."""
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("No runs yet. Try `rat run`.")
+        return
+    table = _table("Runs", ["run", "status", "trigger", "selection", "started (UTC)", "seconds"])
+    for row in rows:
+        seconds = ""
+        if row.get("finished_at") and row.get("started_at"):
+            seconds = f"{(row['finished_at'] - row['started_at']).total_seconds():.1f}"
+        table.add_row(
+            row["id"],
+            row["status"],
+            row["trigger"],
+            row.get("selection") or "*",
+            str(row["started_at"])[:19],
+            seconds,
+        )
+    console().print(table)
+
+
+def run_record(record: dict[str, Any], as_json: bool) -> None:
+    """``rat logs``."""
+    if as_json:
+        emit_json(record)
+        return
+    out = console()
+    out.print(
+        f"[bold]Run {record['id']}[/bold]: {record['status']} ({record['trigger']}, started {str(record['started_at'])[:19]})"
+    )
+    if record.get("error"):
+        out.print(f"[red]{_escape(str(record['error']))}[/red]")
+    table = _table(None, ["node", "status", "rows", "quarantined", "seconds", "snapshot", "error"])
+    for node in record["nodes"]:
+        table.add_row(
+            node["node"],
+            node["status"],
+            f"{node['rows_written'] or 0:,}",
+            f"{node['rows_quarantined'] or 0:,}",
+            f"{node['duration_s'] or 0:.2f}",
+            str(node["snapshot_id"] or ""),
+            node["error"] or "",
+        )
+    out.print(table)
+    if record["tests"]:
+        tests = _table("Tests", ["node", "test", "severity", "status", "failures", "message"])
+        for test in record["tests"]:
+            tests.add_row(
+                test["node"],
+                test["test"],
+                test["severity"],
+                test["status"],
+                str(test["failures"] or 0),
+                test["message"] or "",
+            )
+        out.print(tests)
+    for line in record["logs"]:
+        out.print(
+            f"[dim]{str(line['at'])[:19]}[/dim] {line['level']:5} {line['node'] or ''} {_escape(line['message'])}"
+        )

@@ -46,6 +46,19 @@ class TableRef:
         return f"{self.layer}.{self.name}"
 
 
+STAGE_PREFIX = "__rat_stage_"
+
+
+def stage_name(name: str, run: str) -> str:
+    """The hidden name under which a run builds a table that does not exist yet."""
+    return f"{STAGE_PREFIX}{run}__{name}"
+
+
+def final_name(name: str) -> str:
+    """The table a stage name stands for (a plain name is returned as is)."""
+    return name.split("__", 2)[-1] if name.startswith(STAGE_PREFIX) else name
+
+
 def resolve_uri(uri: str, root: Path) -> str:
     """Make a relative ``sqlite:///`` path absolute against the project root, and pin the
     PostgreSQL driver to psycopg 3 (SQLAlchemy's bare ``postgresql://`` means psycopg2)."""
@@ -119,8 +132,8 @@ class Lakehouse:
             engine.dispose()
 
     def location(self, workspace: str, layer: str, name: str) -> str:
-        """Where a table's files live."""
-        return f"{self.warehouse}/{workspace}/{layer}/{name}"
+        """Where a table's files live (a staged table already lives where it will be published)."""
+        return f"{self.warehouse}/{workspace}/{layer}/{final_name(name)}"
 
     def ensure_namespace(self, workspace: str, layer: str) -> None:
         """Create ``workspace.layer`` if it does not exist."""
@@ -136,7 +149,8 @@ class Lakehouse:
             refs = self._list_sql()
         else:
             refs = self._list_generic()
-        return sorted((r for r in refs if workspace is None or r.workspace == workspace), key=lambda r: r.qualified)
+        visible = (r for r in refs if not r.name.startswith(STAGE_PREFIX))
+        return sorted((r for r in visible if workspace is None or r.workspace == workspace), key=lambda r: r.qualified)
 
     def _list_sql(self) -> list[TableRef]:
         uri = resolve_uri(self.config.catalog.uri, self.root)

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["append", "overwrite", "merge"]
+Mode = Literal["append", "overwrite", "merge", "delete+insert"]
+KEYED = ("merge", "delete+insert")
 SchemaDrift = Literal["evolve", "fail"]
 TARGET_FILE_SIZE = "256MB"
 
@@ -102,12 +103,15 @@ class TableWriter:
             ref: the target table.
             source_sql: a DuckDB ``SELECT`` over this writer's connection.
             mode: ``append``; ``overwrite`` (all rows, or the rows matching ``where``); ``merge``
-                (rows whose ``unique_key`` appears in the data are replaced, the rest inserted).
+                (rows whose ``unique_key`` appears in the data are replaced, the rest inserted; the
+                data's keys must be unique); ``delete+insert`` (the same, but several rows may share
+                a key, e.g. a day's rows replaced by that day's new rows).
             where: with ``overwrite``, a DuckDB predicate choosing the rows to replace.
             unique_key: with ``merge``, the key columns.
             partition_by: partition transforms for a new table (or a full overwrite).
             schema_drift: ``evolve`` adds new columns and widens types; ``fail`` refuses.
-            branch: write to this branch instead of ``main`` (it must exist).
+            branch: write to this branch instead of ``main``. A new table is created without a
+                ``main`` snapshot, so readers do not see it until the branch is published.
             properties: extra snapshot summary properties (run ids, ...).
 
         Raises:
@@ -116,7 +120,7 @@ class TableWriter:
             CommitConflictError: other writers kept committing first.
         """
         keys = list(unique_key or [])
-        if mode == "merge" and not keys:
+        if mode in KEYED and not keys:
             raise DataError(f"merge into `{ref.short}` needs a unique_key")
         if where is not None and mode != "overwrite":
             raise DataError("`where` goes with mode='overwrite'")
@@ -181,8 +185,6 @@ class TableWriter:
         created = False
         changes: list[str] = []
         if not catalog.table_exists(ref.identifier):
-            if branch is not None:
-                raise DataError(f"cannot write to branch `{branch}` of `{ref.short}`: the table does not exist")
             try:
                 # SqlCatalog cannot stage a table in a nested namespace, so the (empty) table is
                 # created first; if this first write fails, the empty table is dropped again.
@@ -260,15 +262,15 @@ class TableWriter:
         if not written.staged:
             written.staged, written.rows = self._copy(tx, schema, source_sql, dict(incoming))
             written.field_ids = field_ids
-            if mode == "merge":
-                self._check_keys(ref, written.staged, keys)
+            if mode in KEYED:
+                self._check_keys(ref, written.staged, keys, unique=mode == "merge")
 
         # Which existing files lose rows, rewritten without them.
         self._remove(written.rewritten)
         written.rewritten = []
         removed: list[DataFile] = []
         rows_deleted = 0
-        if mode == "overwrite" or (mode == "merge" and written.staged):
+        if mode == "overwrite" or (mode in KEYED and written.staged):
             current = _current_files(table, branch)
             if mode == "overwrite" and where is None:
                 removed = current
@@ -405,7 +407,7 @@ class TableWriter:
         self._remove(empty)
         return [f for f in data_files if f.record_count > 0], count
 
-    def _check_keys(self, ref: TableRef, staged: list[DataFile], keys: list[str]) -> None:
+    def _check_keys(self, ref: TableRef, staged: list[DataFile], keys: list[str], unique: bool) -> None:
         if not staged:
             return
         files = _file_list(staged)
@@ -422,7 +424,7 @@ class TableWriter:
                 f"{nulls} row(s) for `{ref.short}` have a NULL in the merge key ({', '.join(keys)}); "
                 "filter or quarantine them before merging"
             )
-        if dupes:
+        if dupes and unique:
             sample = self.con.execute(
                 f"SELECT {key_cols}, count(*) AS n FROM read_parquet({files}) GROUP BY ALL HAVING n > 1 LIMIT 5"
             ).fetchall()

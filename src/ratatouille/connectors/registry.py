@@ -1,0 +1,91 @@
+"""Find connectors by the ``type:`` of a source file, and load ``sources/*.yaml``."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from ratatouille.config import read_yaml, validate
+from ratatouille.connectors.base import Connector, SourceConfig
+from ratatouille.errors import ConfigError, Problem
+
+# type -> "module:Class". Connectors are folders with the same file names (config.py, reader.py).
+CONNECTORS: dict[str, str] = {
+    "files": "ratatouille.connectors.files.reader:FilesConnector",
+    "postgres": "ratatouille.connectors.database.reader:DatabaseConnector",
+    "mysql": "ratatouille.connectors.database.reader:DatabaseConnector",
+    "rest": "ratatouille.connectors.rest.reader:RestConnector",
+}
+
+
+def connector_class(kind: str) -> type[Connector]:
+    """The connector class for a source ``type``.
+
+    Raises:
+        ConfigError: no such connector (the message lists the installed ones).
+    """
+    target = CONNECTORS.get(kind)
+    if target is None:
+        raise ConfigError(f"unknown source type `{kind}`; installed connectors: {', '.join(sorted(CONNECTORS))}")
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the `{kind}` connector is not available: {exc}") from exc
+    cls: type[Connector] = getattr(module, class_name)
+    return cls
+
+
+def load_sources(workspace_dir: Path) -> dict[str, tuple[SourceConfig, Path]]:
+    """Every ``sources/*.yaml`` of a workspace, validated, by source name.
+
+    Raises:
+        ConfigError: listing every problem found (file:line each).
+    """
+    folder = workspace_dir / "sources"
+    problems: list[Problem] = []
+    sources: dict[str, tuple[SourceConfig, Path]] = {}
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            data, lines = read_yaml(path)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(str(path), 1, "", "must be a mapping of keys to values"))
+            continue
+        data.setdefault("name", path.stem)
+        import os
+
+        from ratatouille.config import interpolate_env
+
+        data = interpolate_env(data, str(path), lines, problems, os.environ)
+        kind = data.get("type")
+        if kind not in CONNECTORS:
+            problems.append(
+                Problem(
+                    str(path),
+                    lines.get(("type",), 1),
+                    "type",
+                    f"unknown source type `{kind}`; use one of {', '.join(sorted(CONNECTORS))}",
+                )
+            )
+            continue
+        try:
+            config_class = connector_class(str(kind)).config_class
+        except ConfigError as exc:
+            problems.append(Problem(str(path), lines.get(("type",), 1), "type", str(exc)))
+            continue
+        config: Any = validate(config_class, data, str(path), lines, problems)  # type: ignore[arg-type]
+        if config is None:
+            continue
+        if config.name in sources:
+            problems.append(
+                Problem(str(path), lines.get(("name",)), "name", f"source `{config.name}` is defined twice")
+            )
+            continue
+        sources[config.name] = (config, path)
+    if problems:
+        raise ConfigError(problems)
+    return sources

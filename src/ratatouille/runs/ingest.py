@@ -1,0 +1,182 @@
+"""Run a declarative source as a node of a run: read with its connector, write bronze.
+
+Outputs go to the run's audit branch like every model's, so a source is published together with
+the models that read it. Bookkeeping that must not run ahead of the data (the file registry,
+a connector's cursor state) is saved only after the run has published.
+
+Files are ingested exactly once, keyed on path + size + checksum: a new file is read, an
+unchanged one skipped, a changed one re-read (its previous rows are replaced, and the change is
+logged). If a process dies after publishing but before the registry was saved, the next run
+finds the file's rows already in bronze (by ``_source_file``) and registers it instead of
+reading it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ratatouille.connectors.base import Output, ReadContext, SourceConfig
+from ratatouille.connectors.registry import connector_class
+from ratatouille.errors import ConnectorError
+from ratatouille.runs.dag import Node
+from ratatouille.storage.files import FileInfo, Landing
+from ratatouille.storage.types import quote
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+    from ratatouille.runs.runner import NodeResult, RunContext, Runner
+
+log = logging.getLogger("ratatouille.ingest")
+
+
+def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPyConnection) -> NodeResult:
+    """Ingest one source into ``bronze.<name>`` on the run's branch.
+
+    Raises:
+        ConnectorError: the source cannot be read (or a bad row with ``on_error: fail``).
+    """
+    from ratatouille.runs.runner import NodeResult
+
+    config, _path = node.payload
+    assert isinstance(config, SourceConfig)
+    result = NodeResult(node.key, "source")
+    connector = connector_class(config.type)(config)
+    landing = Landing(runner.landing, runner.lakehouse.config.storage.s3)
+    state: dict[str, Any] = dict(ctx.state.source_state(ctx.workspace, config.name))
+    changed: list[str] = []
+    files: list[dict[str, Any]] = []
+    if config.type == "files":
+        files, changed = _new_files(runner, ctx, node, landing, con)
+        state = {"files": [f["path"] for f in files]}
+        if not files:
+            ctx.state.log(ctx.run_id, "INFO", "no new files", node.key)
+            return result
+    setattr(connector, "con", con)  # noqa: B010 - connectors may use the run's connection
+    outputs = list(connector.read(ReadContext(state=state, log=log)))
+    quarantined: list[dict[str, Any]] = []
+    by_table: dict[str, list[Output]] = {}
+    for output in outputs:
+        by_table.setdefault(output.table, []).append(output)
+        quarantined.extend(output.quarantine)
+    for table, group in by_table.items():
+        key = node.key if not table else f"{node.key}_{table}"
+        reader = _one_stream(group)
+        if reader is None:
+            continue
+        first = group[0]
+        mode = {"append": "append", "merge": "merge", "replace": "overwrite"}[first.mode]
+        options: dict[str, Any] = {"schema_drift": config.schema_drift}
+        if mode == "merge":
+            options["unique_key"] = first.primary_key
+        if changed and not table:
+            # Changed files replace the rows of their previous version, in the same commit.
+            listed = ", ".join("'" + p.replace("'", "''") + "'" for p in changed)
+            mode, options["where"] = "overwrite", f"_source_file IN ({listed})"
+        written = ctx.write(con, key, reader, mode, owner=node.key, **options)  # type: ignore[arg-type]
+        result.rows_written += written.rows_written
+        result.snapshot_id = written.snapshot_id
+    if changed:
+        for path in changed:
+            ctx.state.log(ctx.run_id, "WARN", f"{path} changed since it was ingested; re-ingested", node.key)
+    if quarantined:
+        import pyarrow as pa
+
+        table = pa.Table.from_pylist([{k: _text(v) for k, v in row.items()} for row in quarantined])
+        ctx.write(con, f"quarantine.bronze_{config.name}", table, "append", owner=node.key)
+        result.rows_quarantined = len(quarantined)
+        ctx.state.log(ctx.run_id, "WARN", f"{len(quarantined)} bad row(s) quarantined", node.key)
+    new_state = dict(connector.new_state)
+    workspace = ctx.workspace
+
+    def save() -> None:
+        if files:
+            ctx.state.record_files(workspace, node.key, files, ctx.run_id)
+        if config.type != "files" and new_state:
+            ctx.state.save_source_state(workspace, config.name, new_state)
+
+    ctx.after_publish.append(save)
+    return result
+
+
+def _text(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _one_stream(outputs: list[Output]) -> pa.RecordBatchReader | None:
+    """All outputs of one table as one stream, each batch aligned to their unified schema."""
+    import pyarrow as pa
+
+    schemas = [o.schema for o in outputs if o.schema is not None]
+    if not schemas:
+        return None
+    schema = pa.unify_schemas(schemas, promote_options="permissive")
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for output in outputs:
+            for batch in output.batches:
+                columns = []
+                for f in schema:
+                    index = batch.schema.get_field_index(f.name)
+                    if index < 0:
+                        columns.append(pa.nulls(batch.num_rows, f.type))
+                    else:
+                        columns.append(batch.column(index).cast(f.type))
+                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+def _new_files(
+    runner: Runner, ctx: RunContext, node: Node, landing: Landing, con: duckdb.DuckDBPyConnection
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Files to read: new or changed since their registry entry. Returns entries and changed paths."""
+    config = node.payload[0]
+    found: list[FileInfo] = landing.glob(str(getattr(config, "path")))  # noqa: B009
+    registry = ctx.state.file_records(ctx.workspace, node.key)
+    todo: list[dict[str, Any]] = []
+    changed: list[str] = []
+    for info in found:
+        record = registry.get(info.path)
+        if record is not None and record["size"] == info.size and record.get("mtime_ns") == info.mtime_ns:
+            continue  # unchanged (same size and modification time): no need to read it
+        checksum = landing.checksum(info.path)
+        if record is not None and record["size"] == info.size and record["checksum"] == checksum:
+            continue
+        if record is not None:
+            changed.append(info.path)
+        todo.append({"path": info.path, "size": info.size, "checksum": checksum, "mtime_ns": info.mtime_ns})
+    if not todo:
+        return [], []
+    # Published by a run that died before saving the registry? Then register, do not re-read.
+    already = _already_in_bronze(runner, ctx, node.key, [t["path"] for t in todo if t["path"] not in changed], con)
+    if already:
+        ctx.state.record_files(ctx.workspace, node.key, [t for t in todo if t["path"] in already], ctx.run_id)
+        ctx.state.log(ctx.run_id, "INFO", f"{len(already)} file(s) were already published; registered", node.key)
+    return [t for t in todo if t["path"] not in already], changed
+
+
+def _already_in_bronze(
+    runner: Runner, ctx: RunContext, key: str, paths: list[str], con: duckdb.DuckDBPyConnection
+) -> set[str]:
+    import duckdb
+
+    if not paths:
+        return set()
+    relation = runner.relation(key)
+    listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
+    try:
+        rows = con.execute(
+            f"SELECT DISTINCT {quote('_source_file')} FROM {relation} WHERE {quote('_source_file')} IN ({listed})"
+        ).fetchall()
+    except duckdb.Error:
+        return set()  # no table yet, or no _source_file column
+    return {r[0] for r in rows}
+
+
+__all__ = ["ConnectorError", "run_source"]

@@ -1,0 +1,604 @@
+"""Run a selection of the DAG with write-audit-publish.
+
+For each node, in dependency order and in parallel up to the profile's limit:
+
+1. compile (SQL) against the run's view of the lakehouse: upstream tables written earlier in
+   this run are read at their audit snapshot, everything else at ``main`` as of the run's start;
+2. write the result to the target's audit branch ``audit_<run>`` (sources ingest the same way);
+3. run the model's tests against that branch; an ``error`` failure stops the model's
+   descendants and keeps its output unpublished (a sample of failing rows is reported);
+4. when every node has finished, publish every audit branch that passed, all at once
+   (``storage.publish``): readers never see half a run.
+
+Every node's status, rows, duration, snapshot, watermark, tests and error go to the state store.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ratatouille.errors import CommitConflictError, ConfigError, PipelineError, RatatouilleError, TestFailure
+from ratatouille.models.compiler import CompileContext, CompileProblem
+from ratatouille.models.config import Materialized, Strategy
+from ratatouille.models.loader import Model
+from ratatouille.models.testing import TestResult, data_tests, run_test
+from ratatouille.runs.dag import Node
+from ratatouille.runs.graph import Graph
+from ratatouille.state.store import StateStore
+from ratatouille.storage.catalog import Lakehouse, TableRef
+from ratatouille.storage.publish import Publication, fault, publish
+from ratatouille.storage.types import quote
+from ratatouille.storage.writer import Mode, TableWriter, WriteResult
+
+if TYPE_CHECKING:
+    import duckdb
+
+log = logging.getLogger("ratatouille.run")
+
+
+@dataclass
+class NodeResult:
+    """One node's outcome in a run."""
+
+    key: str
+    kind: str
+    status: str = "pending"  # success | failed | skipped | blocked
+    materialized: str | None = None
+    rows_written: int = 0
+    rows_deleted: int = 0
+    rows_quarantined: int = 0
+    duration_s: float = 0.0
+    snapshot_id: int | None = None
+    watermark: str | None = None
+    error: str | None = None
+    tests: list[TestResult] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """A whole run's outcome."""
+
+    run_id: str
+    status: str
+    nodes: list[NodeResult]
+    published: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every node succeeded and everything was published."""
+        return self.status == "success"
+
+
+ProgressCallback = Callable[[str, NodeResult], None]
+SourceRunner = Callable[["RunContext", Node, "duckdb.DuckDBPyConnection"], NodeResult]
+
+
+@dataclass
+class RunContext:
+    """What a node sees of the run it belongs to (also used by Python pipelines and sources)."""
+
+    run_id: str
+    workspace: str
+    branch: str
+    lakehouse: Lakehouse
+    state: StateStore
+    full_refresh: bool
+    bases: dict[str, int | None]  # table key -> main snapshot at run start (published tables)
+    touched: dict[str, TableRef] = field(default_factory=dict)  # tables written to the branch
+    stages: dict[str, str] = field(default_factory=dict)  # new table key -> hidden stage name
+    owners: dict[str, str] = field(default_factory=dict)  # table key -> node that wrote it
+    after_publish: list[Callable[[], None]] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        key: str,
+        source_sql: str,
+        mode: Mode,
+        **options: Any,
+    ) -> WriteResult:
+        """Write to ``key``'s audit branch (creating the branch at ``main`` first)."""
+        ref = self.ref(key)
+        owner = options.pop("owner", None) or key
+        self.prepare_branch(key)
+        writer = TableWriter(self.lakehouse, con)
+        properties = {"rat.run_id": self.run_id, "rat.node": key, **options.pop("properties", {})}
+        target, branch = self.target(key)
+        result = writer.write(target, source_sql, mode=mode, branch=branch, properties=properties, **options)
+        with self.lock:
+            self.touched[key] = ref
+            self.owners.setdefault(key, owner)
+        return result
+
+    def ref(self, key: str) -> TableRef:
+        """The table of a node key ``layer.name`` in this workspace."""
+        layer, name = key.split(".", 1)
+        return TableRef(self.workspace, layer, name)
+
+    def target(self, key: str) -> tuple[TableRef, str | None]:
+        """Where this run writes ``key``: the audit branch of the table, or its hidden stage table."""
+        ref = self.ref(key)
+        if key in self.stages:
+            return TableRef(ref.workspace, ref.layer, self.stages[key]), None
+        return ref, self.branch
+
+    def prepare_branch(self, key: str) -> None:
+        """Create the audit branch of an existing table at its ``main`` snapshot, or choose a
+        stage name for a table that does not exist yet (Iceberg branches need a snapshot)."""
+        from ratatouille.storage.catalog import stage_name
+
+        with self.lock:
+            if key in self.bases:
+                return
+            ref = self.ref(key)
+            catalog = self.lakehouse.catalog
+            base: int | None = None
+            table = catalog.load_table(ref.identifier) if catalog.table_exists(ref.identifier) else None
+            current = table.current_snapshot() if table is not None else None
+            if table is not None and current is not None:
+                base = current.snapshot_id
+                if table.snapshot_by_name(self.branch) is None:
+                    table.manage_snapshots().create_branch(base, self.branch).commit()
+            else:
+                if table is not None:  # an empty leftover (no snapshot): replaced on publish
+                    catalog.drop_table(ref.identifier)
+                self.stages[key] = stage_name(ref.name, self.branch.removeprefix("audit_")[-8:])
+            self.bases[key] = base
+
+
+class Runner:
+    """Executes one run of a workspace's graph."""
+
+    def __init__(
+        self,
+        *,
+        graph: Graph,
+        lakehouse: Lakehouse,
+        state: StateStore,
+        con: duckdb.DuckDBPyConnection,
+        workspace: str,
+        landing: str,
+        max_parallel: int,
+        full_refresh: bool = False,
+        trigger: str = "cli",
+        source_runner: SourceRunner | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.graph = graph
+        self.lakehouse = lakehouse
+        self.state = state
+        self.con = con
+        self.workspace = workspace
+        self.landing = landing
+        self.max_parallel = max(1, max_parallel)
+        self.full_refresh = full_refresh
+        self.trigger = trigger
+        self.source_runner = source_runner
+        self.progress = progress or (lambda event, result: None)
+        self._view_lock = threading.Lock()
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self, selection: set[str], selectors: str = "") -> RunResult:
+        """Run the selected nodes and publish what passed.
+
+        Raises:
+            RatatouilleError: the run could not start (state store or catalog unreachable).
+        """
+        started = time.perf_counter()
+        self.state.mark_abandoned()
+        run_id = self.state.start_run(self.workspace, self.trigger, selectors or "*")
+        branch = "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
+        ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
+        self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"
+        order = self.graph.dag.order(selection)
+        results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
+        for key in order:
+            self.state.node_update(run_id, key, kind=results[key].kind, status="pending")
+        try:
+            self._snapshot_views(order)
+            self._execute(ctx, order, results)
+            published, error = self._publish(ctx, results)
+        except BaseException as exc:
+            self._cleanup_branches(ctx)
+            self.state.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self._drop_views()
+        failed = [r for r in results.values() if r.status != "success"]
+        status = "success" if not failed and error is None else "failed"
+        self.state.finish_run(run_id, status, error or (f"{len(failed)} node(s) did not succeed" if failed else None))
+        return RunResult(run_id, status, list(results.values()), published, error, time.perf_counter() - started)
+
+    def _execute(self, ctx: RunContext, order: list[str], results: dict[str, NodeResult]) -> None:
+        dag = self.graph.dag
+        pending = list(order)
+        running: dict[Future[NodeResult], str] = {}
+        done: set[str] = set()
+        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="rat-node") as pool:
+            while pending or running:
+                for key in list(pending):
+                    ups = [u for u in dag.nodes[key].upstream if u in results]
+                    if any(results[u].status in ("failed", "skipped") for u in ups):
+                        failed_up = next(u for u in ups if results[u].status in ("failed", "skipped"))
+                        result = results[key]
+                        result.status = "skipped"
+                        result.error = f"skipped because `{failed_up}` did not succeed"
+                        self.state.node_update(ctx.run_id, key, status="skipped", error=result.error)
+                        self.progress("skipped", result)
+                        pending.remove(key)
+                        done.add(key)
+                        continue
+                    if all(u in done for u in ups) and len(running) < self.max_parallel:
+                        pending.remove(key)
+                        results[key].status = "running"
+                        self.progress("started", results[key])
+                        running[pool.submit(self._run_node, ctx, dag.nodes[key], results[key])] = key
+                if not running:
+                    continue
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key = running.pop(future)
+                    future.result()  # _run_node records its own errors
+                    done.add(key)
+                    self.progress(results[key].status, results[key])
+
+    # -- one node -------------------------------------------------------------------------
+
+    def _run_node(self, ctx: RunContext, node: Node, result: NodeResult) -> NodeResult:
+        started = time.perf_counter()
+        self.state.node_update(ctx.run_id, node.key, status="running", started_at=_now())
+        con = self.con.cursor()
+        try:
+            if node.kind == "source":
+                if self.source_runner is None:
+                    raise PipelineError(f"source `{node.name}` cannot run: no ingestion is configured")
+                outcome = self.source_runner(ctx, node, con)
+                result.rows_written = outcome.rows_written
+                result.rows_quarantined = outcome.rows_quarantined
+                result.snapshot_id = outcome.snapshot_id
+            else:
+                model = node.payload
+                assert isinstance(model, Model)
+                result.materialized = model.materialized.value
+                if model.kind == "python":
+                    self._run_python(ctx, model, result, con)
+                else:
+                    self._run_sql(ctx, model, result, con)
+                self._refresh_view(ctx, node.key, model, con)
+                self._run_tests(ctx, model, result, con)
+            result.status = "success"
+        except TestFailure as exc:
+            result.status = "failed"
+            result.error = str(exc)
+        except CompileProblem as exc:
+            result.status = "failed"
+            result.error = str(exc.problem)
+        except RatatouilleError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+        except Exception as exc:  # user code (Python pipelines) or DuckDB: report, never crash the run
+            result.status = "failed"
+            result.error = f"{type(exc).__name__}: {exc}"
+            log.debug("node %s failed", node.key, exc_info=True)
+        finally:
+            con.close()
+        result.duration_s = time.perf_counter() - started
+        self.state.node_update(
+            ctx.run_id,
+            node.key,
+            status=result.status,
+            materialized=result.materialized,
+            rows_written=result.rows_written,
+            rows_deleted=result.rows_deleted,
+            rows_quarantined=result.rows_quarantined,
+            duration_s=result.duration_s,
+            snapshot_id=result.snapshot_id,
+            watermark=result.watermark,
+            error=result.error,
+            finished_at=_now(),
+        )
+        if result.error:
+            self.state.log(ctx.run_id, "ERROR", result.error, node.key)
+        return result
+
+    def _compile_context(self, ctx: RunContext, model: Model, con: duckdb.DuckDBPyConnection) -> CompileContext:
+        this = self.relation(model.key)
+        exists = self._has_rows(con, model.key)
+        incremental = model.materialized == Materialized.INCREMENTAL and exists and not ctx.full_refresh
+
+        def watermark(column: str) -> str:
+            row = con.execute(
+                f"SELECT max({quote(column)})::VARCHAR, typeof(max({quote(column)})) FROM {this}"
+            ).fetchone()
+            if row is None or row[0] is None:
+                return "NULL"
+            return f"CAST('{str(row[0]).replace(chr(39), chr(39) * 2)}' AS {row[1]})"
+
+        return CompileContext(
+            relation=self.relation,
+            this=this,
+            incremental=incremental,
+            watermark=watermark,
+            vars={**self.graph.vars, **model.config.vars},
+        )
+
+    def _run_sql(self, ctx: RunContext, model: Model, result: NodeResult, con: duckdb.DuckDBPyConnection) -> None:
+        import duckdb
+
+        cctx = self._compile_context(ctx, model, con)
+        compiled = self.graph.compiler.compile(model, cctx)
+        if model.materialized == Materialized.VIEW:
+            with self._view_lock:
+                try:
+                    con.execute(f"CREATE OR REPLACE VIEW {self.relation(model.key)} AS {compiled.sql}")
+                except duckdb.Error as exc:
+                    raise PipelineError(f"{model.path}: {exc}") from None
+            return
+        config = model.config
+        keys = config.unique_key
+        mode: Mode
+        if model.materialized == Materialized.TABLE or ctx.full_refresh or not cctx.incremental:
+            mode = "overwrite"
+        elif config.incremental.strategy == Strategy.APPEND:
+            mode = "append"
+        elif config.incremental.strategy == Strategy.MERGE:
+            mode = "merge"
+        else:
+            mode = "delete+insert"
+        if cctx.incremental and config.incremental.watermark:
+            result.watermark = cctx.watermark(config.incremental.watermark)
+        source = compiled.sql
+        try:
+            if keys and model.materialized == Materialized.INCREMENTAL:
+                source = self._quarantine_null_keys(ctx, model, con, source, keys, result)
+            written = ctx.write(
+                con,
+                model.key,
+                source,
+                mode,
+                unique_key=keys if mode in ("merge", "delete+insert") else None,
+                partition_by=config.partition_by if (config.partition_by or mode == "overwrite") else None,
+                schema_drift=config.schema_drift,
+            )
+        except duckdb.Error as exc:
+            raise PipelineError(f"{model.path}: {_first_line(exc)}") from None
+        finally:
+            con.execute("DROP TABLE IF EXISTS __rat_model_output")
+        result.rows_written = written.rows_written
+        result.rows_deleted = written.rows_deleted
+        result.snapshot_id = written.snapshot_id
+
+    def _quarantine_null_keys(
+        self,
+        ctx: RunContext,
+        model: Model,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        keys: list[str],
+        result: NodeResult,
+    ) -> str:
+        """Rows whose unique key is NULL go to ``quarantine.<layer>_<name>``, not into the table."""
+        con.execute(f"CREATE OR REPLACE TEMP TABLE __rat_model_output AS {sql}")
+        null_test = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
+        row = con.execute(f"SELECT count(*) FROM __rat_model_output WHERE {null_test}").fetchone()
+        bad = int(row[0]) if row else 0
+        if bad:
+            reason = f"NULL in unique key ({', '.join(keys)})"
+            ctx.write(
+                con,
+                f"quarantine.{model.layer}_{model.name}",
+                f"SELECT *, '{reason}' AS _reason, '{ctx.run_id}' AS _run_id, now() AS _quarantined_at "
+                f"FROM __rat_model_output WHERE {null_test}",
+                "append",
+                owner=model.key,
+            )
+            result.rows_quarantined = bad
+            self.state.log(ctx.run_id, "WARN", f"{bad} row(s) quarantined: {reason}", model.key)
+        return f"SELECT * FROM __rat_model_output WHERE NOT ({null_test})"
+
+    def _run_python(self, ctx: RunContext, model: Model, result: NodeResult, con: duckdb.DuckDBPyConnection) -> None:
+        from ratatouille.runs.context import python_pipeline_scope
+
+        assert model.function is not None
+        with python_pipeline_scope(ctx, model, con, self) as scope:
+            model.function()
+        result.rows_written = scope.rows_written
+        result.snapshot_id = scope.snapshot_id
+
+    # -- tests ----------------------------------------------------------------------------
+
+    def _run_tests(self, ctx: RunContext, model: Model, result: NodeResult, con: duckdb.DuckDBPyConnection) -> None:
+        import duckdb
+
+        relation = self.relation(model.key)
+        if model.materialized != Materialized.VIEW and model.key not in ctx.touched:
+            return  # a Python pipeline that wrote nothing: nothing to test
+
+        def render(sql: str) -> str:
+            fake = Model(model.layer, model.name, model.path, model.config, sql=sql)
+            return self.graph.compiler.compile(fake, CompileContext(relation=self.relation, this=relation)).sql
+
+        blocking: list[TestResult] = []
+        for test in data_tests(model, relation, self.relation, render):
+            outcome = run_test(con, model.key, test)
+            result.tests.append(outcome)
+            self.state.add_test_result(
+                ctx.run_id,
+                model.key,
+                test=outcome.name,
+                severity=outcome.severity,
+                status=outcome.status,
+                failures=outcome.failures,
+                sample=outcome.sample,
+                message=outcome.message,
+            )
+            if outcome.status == "fail":
+                blocking.append(outcome)
+        _ = duckdb
+        if blocking:
+            lines = []
+            for failure in blocking:
+                lines.append(f"{failure.name}: {failure.message}")
+                for row in failure.sample:
+                    lines.append(f"    {row}")
+            raise TestFailure(
+                f"{len(blocking)} test(s) failed on `{model.key}`, so it was not published:\n  " + "\n  ".join(lines)
+            )
+
+    # -- views of the run -----------------------------------------------------------------
+
+    def relation(self, key: str) -> str:
+        """The SQL name under which this run reads ``key`` (``layer.name`` or ``ws.layer.name``)."""
+        parts = key.split(".")
+        if len(parts) == 3:
+            return ".".join(quote(p) for p in parts)
+        return f"{quote(self.db)}.{quote(parts[0])}.{quote(parts[1])}"
+
+    def _snapshot_views(self, order: list[str]) -> None:
+        """Views of every table of the workspace at ``main`` as of now, in a database of this run."""
+        from ratatouille.engine import load_extensions
+
+        load_extensions(self.con, "iceberg")
+        self.con.execute(f"ATTACH ':memory:' AS {quote(self.db)}")
+        layers = {k.split(".")[0] for k in self.graph.dag.nodes} | {"bronze", "silver", "gold", "quarantine"}
+        for layer in sorted(layers):
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(layer)}")
+        for ref in self.lakehouse.list_tables(self.workspace):
+            if ref.metadata_location and self._has_snapshot(ref):
+                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(ref.layer)}")
+                self.con.execute(
+                    f"CREATE OR REPLACE VIEW {self.relation(ref.short)} AS "
+                    f"SELECT * FROM iceberg_scan('{_sql(ref.metadata_location)}')"
+                )
+        # Tables of other workspaces, for ws.layer.name refs.
+        for ref in self.lakehouse.list_tables():
+            if ref.workspace == self.workspace or not ref.metadata_location:
+                continue
+            self.con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {quote(ref.workspace)}")
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ref.workspace)}.{quote(ref.layer)}")
+            self.con.execute(
+                f"CREATE OR REPLACE VIEW {'.'.join(quote(p) for p in ref.identifier)} AS "
+                f"SELECT * FROM iceberg_scan('{_sql(ref.metadata_location)}')"
+            )
+
+    def _has_snapshot(self, ref: TableRef) -> bool:
+        import json
+
+        from pyiceberg.io import load_file_io
+
+        assert ref.metadata_location is not None
+        io = load_file_io(self.lakehouse.io_properties(), ref.metadata_location)
+        with io.new_input(ref.metadata_location).open() as stream:
+            metadata = json.loads(stream.read())
+        return metadata.get("current-snapshot-id") not in (None, -1)
+
+    def _has_rows(self, con: duckdb.DuckDBPyConnection, key: str) -> bool:
+        import duckdb
+
+        try:
+            row = con.execute(f"SELECT 1 FROM {self.relation(key)} LIMIT 1").fetchone()
+        except duckdb.CatalogException:
+            return False
+        return row is not None
+
+    def _refresh_view(self, ctx: RunContext, key: str, model: Model, con: duckdb.DuckDBPyConnection) -> None:
+        """After a node wrote its audit branch, downstream nodes and tests read that version."""
+        if model.materialized == Materialized.VIEW or key not in ctx.touched:
+            return
+        target, branch = ctx.target(key)
+        table = self.lakehouse.catalog.load_table(target.identifier)
+        head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
+        if head is None:
+            return
+        with self._view_lock:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {self.relation(key)} AS SELECT * FROM "
+                f"iceberg_scan('{_sql(table.metadata_location)}', snapshot_from_id={head.snapshot_id})"
+            )
+
+    def _drop_views(self) -> None:
+        try:
+            self.con.execute("USE memory")
+            self.con.execute(f"DETACH DATABASE IF EXISTS {quote(self.db)}")
+        except Exception:  # the connection may be gone after a crash; nothing to keep
+            log.debug("could not detach %s", self.db)
+
+    # -- publish --------------------------------------------------------------------------
+
+    def _publish(self, ctx: RunContext, results: dict[str, NodeResult]) -> tuple[dict[str, int], str | None]:
+        """Publish every touched table whose node (and whose upstream) succeeded, at once."""
+        items = []
+        for key, ref in sorted(ctx.touched.items()):
+            owner = ctx.owners.get(key, key)
+            status = results[owner].status if owner in results else "success"
+            if key.startswith("quarantine."):
+                status = "success"  # quarantined rows are kept even when their model fails its tests
+            if status != "success":
+                continue
+            stage = ctx.stages.get(key)
+            items.append(Publication(ref, None if stage else ctx.branch, ctx.bases.get(key), stage))
+        error: str | None = None
+        published: dict[str, int] = {}
+        try:
+            fault("run:before_publish")
+            published = publish(self.lakehouse, items)
+        except CommitConflictError as exc:
+            error = str(exc)
+            for result in results.values():
+                if result.status == "success" and result.key in ctx.touched:
+                    result.status = "failed"
+                    result.error = error
+        self._cleanup_branches(ctx)
+        if error is None:
+            for hook in ctx.after_publish:
+                hook()
+            for key, snapshot in published.items():
+                if key in results:
+                    results[key].snapshot_id = snapshot
+                    self.state.node_update(ctx.run_id, key, snapshot_id=snapshot)
+        return published, error
+
+    def _cleanup_branches(self, ctx: RunContext) -> None:
+        """Remove this run's audit branches that were not published; drop tables this run created
+        that never got a published snapshot."""
+        catalog = self.lakehouse.catalog
+        for key, ref in ctx.touched.items():
+            try:
+                if key in ctx.stages:
+                    stage = (ref.workspace, ref.layer, ctx.stages[key])
+                    if catalog.table_exists(stage):
+                        catalog.drop_table(stage)  # not published: the stage table goes away
+                    continue
+                table = catalog.load_table(ref.identifier)
+                if table.snapshot_by_name(ctx.branch) is not None:
+                    table.manage_snapshots().remove_branch(ctx.branch).commit()
+            except Exception:  # cleanup must not hide the run's own outcome
+                log.debug("could not clean up %s", key, exc_info=True)
+
+
+def _now() -> Any:
+    from ratatouille.state.store import now
+
+    return now()
+
+
+def _sql(value: str) -> str:
+    return value.replace("'", "''")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip()
+
+
+__all__ = ["ConfigError", "NodeResult", "RunContext", "RunResult", "Runner", "TestResult"]

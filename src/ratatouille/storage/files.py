@@ -1,0 +1,117 @@
+"""Files in the landing zone, local or on S3: glob, size, checksum, read.
+
+One implementation for both, on ``pyarrow.fs``. ``landing/...`` in a pattern means the
+configured landing zone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ratatouille.config import S3Config
+from ratatouille.errors import ConnectorError
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file found in the landing zone."""
+
+    path: str  # absolute local path or s3://bucket/key
+    size: int
+    mtime_ns: int | None = None
+
+
+class Landing:
+    """The landing zone of a project."""
+
+    def __init__(self, root: str, s3: S3Config) -> None:
+        self.root = root.rstrip("/")
+        self.s3 = s3
+
+    def resolve(self, pattern: str) -> str:
+        """``landing/x/*.csv`` -> ``<landing>/x/*.csv``; absolute paths and URIs are kept."""
+        if pattern.startswith("landing/"):
+            return f"{self.root}/{pattern.removeprefix('landing/')}"
+        if pattern.startswith(("/", "s3://")):
+            return pattern
+        return f"{self.root}/{pattern}"
+
+    def filesystem(self, path: str) -> tuple[pafs.FileSystem, str]:
+        """The filesystem and the path inside it."""
+        import pyarrow.fs as pafs
+
+        if path.startswith("s3://"):
+            endpoint = self.s3.endpoint
+            options: dict[str, object] = {"region": self.s3.region}
+            if endpoint:
+                options["endpoint_override"] = endpoint.removeprefix("http://").removeprefix("https://")
+                options["scheme"] = "http" if endpoint.startswith("http://") else "https"
+            if self.s3.access_key_id:
+                options["access_key"] = self.s3.access_key_id
+            if self.s3.secret_access_key:
+                options["secret_key"] = self.s3.secret_access_key.get_secret_value()
+            options["force_virtual_addressing"] = not self.s3.path_style
+            return pafs.S3FileSystem(**options), path.removeprefix("s3://")
+        return pafs.LocalFileSystem(), path
+
+    def glob(self, pattern: str) -> list[FileInfo]:
+        """Files matching a glob (``*``, ``?``, ``**``), sorted by path.
+
+        Raises:
+            ConnectorError: the landing zone cannot be listed.
+        """
+        import pyarrow.fs as pafs
+
+        full = self.resolve(pattern)
+        fs, inner = self.filesystem(full)
+        base = _static_prefix(inner)
+        try:
+            if base == inner:  # no wildcard: one file (or nothing)
+                infos = [fs.get_file_info(inner)]
+            else:
+                infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        except OSError as exc:
+            raise ConnectorError(f"cannot list {full}: {exc}") from exc
+        prefix = "s3://" if full.startswith("s3://") else ""
+        matches = []
+        for info in infos:
+            if info.type != pafs.FileType.File or not _match(info.path, inner):
+                continue
+            mtime = info.mtime_ns if info.mtime_ns is not None else None
+            matches.append(FileInfo(prefix + info.path, int(info.size or 0), mtime))
+        return sorted(matches, key=lambda f: f.path)
+
+    def checksum(self, path: str) -> str:
+        """SHA-256 of a file's content (streamed)."""
+        fs, inner = self.filesystem(path)
+        digest = hashlib.sha256()
+        try:
+            with fs.open_input_stream(inner) as stream:
+                while chunk := stream.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise ConnectorError(f"cannot read {path}: {exc}") from exc
+        return digest.hexdigest()
+
+
+def _static_prefix(pattern: str) -> str:
+    parts = pattern.split("/")
+    static = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        static.append(part)
+    prefix = "/".join(static)
+    return prefix if prefix else "/"
+
+
+def _match(path: str, pattern: str) -> bool:
+    if "**" in pattern:
+        return fnmatch.fnmatch(path, pattern.replace("**/", "*").replace("**", "*"))
+    return fnmatch.fnmatch(path, pattern) and path.count("/") == pattern.count("/")

@@ -1,0 +1,172 @@
+"""All-or-nothing publish of a run's audit branches.
+
+A run writes each model to an audit branch ``audit_<run>`` of its table. Publishing moves every
+table's ``main`` to its audit snapshot at once:
+
+1. For each table, new metadata is prepared in which ``main`` points at the audit snapshot
+   and the audit branch is gone; the metadata file is written (nothing refers to it yet).
+2. On a SQL catalog, one database transaction swaps every table's ``metadata_location``,
+   each guarded by the location the run started from. Either every pointer moves or none
+   does; readers, which list all pointers in one query, never see half a run.
+3. If any table changed under the run (another writer published to ``main``), nothing moves
+   and the run reports the conflict.
+
+A process killed before step 2 commits leaves only unreferenced metadata files: every table
+is still at its last published state and the next run starts over. There is nothing to
+recover, because the catalog's own transaction is the journal. Catalogs without SQL access
+(REST) publish table by table, in dependency order; that is documented as not atomic
+across tables.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ratatouille.errors import CommitConflictError
+from ratatouille.storage.catalog import Lakehouse, TableRef
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+
+@dataclass(frozen=True)
+class Publication:
+    """One table to publish.
+
+    Either an existing table whose ``main`` moves to the head of ``branch``, or a new table that
+    the run built under a hidden stage name (``stage``) and that becomes visible under its name.
+    """
+
+    ref: TableRef
+    branch: str | None
+    base_snapshot_id: int | None  # main when the run started; main must still be there
+    stage: str | None = None
+
+
+def fault(point: str) -> None:
+    """Fault injection for the crash tests: ``RAT_FAULT=<point>`` kills the process here."""
+    if os.environ.get("RAT_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
+    """Publish every item's branch to ``main`` at once. Returns the new main snapshot per table.
+
+    Raises:
+        CommitConflictError: a table's ``main`` moved since the run started; nothing was published.
+    """
+    if not items:
+        return {}
+    catalog = lakehouse.catalog
+    staged = []
+    renames: list[tuple[Publication, Table]] = []
+    result: dict[str, int] = {}
+    for item in items:
+        if item.stage is not None:
+            stage_table = catalog.load_table((item.ref.workspace, item.ref.layer, item.stage))
+            if catalog.table_exists(item.ref.identifier):
+                raise CommitConflictError(
+                    f"`{item.ref.short}` was created by another writer during this run; nothing was published. "
+                    "Run it again"
+                )
+            current_stage = stage_table.current_snapshot()
+            if current_stage is not None:
+                result[item.ref.short] = current_stage.snapshot_id
+            renames.append((item, stage_table))
+            continue
+        assert item.branch is not None
+        table = catalog.load_table(item.ref.identifier)
+        current = table.current_snapshot()
+        current_id = current.snapshot_id if current else None
+        if current_id != item.base_snapshot_id:
+            raise CommitConflictError(
+                f"`{item.ref.short}` was changed by another writer during this run (main is at {current_id}, "
+                f"the run started from {item.base_snapshot_id}); nothing was published. Run it again"
+            )
+        head = table.snapshot_by_name(item.branch)
+        if head is None:
+            continue
+        result[item.ref.short] = head.snapshot_id
+        staged.append((item, table, _stage(table, item.branch, head.snapshot_id)))
+    fault("publish:before_commit")
+    if lakehouse.config.catalog.type == "sql":
+        _swap_sql(lakehouse, staged, renames)
+    else:
+        for item, _stage_table in renames:
+            assert item.stage is not None
+            catalog.rename_table((item.ref.workspace, item.ref.layer, item.stage), item.ref.identifier)
+        for _item, table, (_metadata, _location, updates, requirements) in staged:
+            table.catalog.commit_table(table, requirements, updates)
+            fault("publish:between_tables")
+    fault("publish:after_commit")
+    return result
+
+
+def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[object, str, tuple[object, ...], tuple[object, ...]]:
+    """Prepare and write the new metadata of one table (not yet referenced by the catalog)."""
+    from pyiceberg.table.update.snapshot import ManageSnapshots
+
+    tx = table.transaction()
+    ManageSnapshots(tx).set_current_snapshot(snapshot_id=snapshot_id).remove_branch(branch).commit()
+    updates = tx._updates  # noqa: SLF001 - pinned PyIceberg 0.12: there is no public staging API
+    requirements = tx._requirements  # noqa: SLF001
+    catalog = table.catalog
+    staged = catalog._update_and_stage_table(table, table.name(), requirements, updates)  # noqa: SLF001
+    catalog._write_metadata(staged.metadata, staged.io, staged.metadata_location)  # noqa: SLF001
+    return staged.metadata, staged.metadata_location, updates, requirements
+
+
+def _swap_sql(
+    lakehouse: Lakehouse,
+    staged: list[tuple[Publication, Table, tuple[object, str, object, object]]],
+    renames: list[tuple[Publication, Table]],
+) -> None:
+    from sqlalchemy import text
+
+    catalog = lakehouse.catalog
+    engine = getattr(catalog, "engine")  # noqa: B009 - SqlCatalog's engine
+    statement = text(
+        "UPDATE iceberg_tables SET metadata_location = :new, previous_metadata_location = :old "
+        "WHERE catalog_name = :catalog AND table_namespace = :namespace AND table_name = :name "
+        "AND metadata_location = :old"
+    )
+    rename = text(
+        "UPDATE iceberg_tables SET table_name = :name "
+        "WHERE catalog_name = :catalog AND table_namespace = :namespace AND table_name = :stage "
+        "AND metadata_location = :location"
+    )
+    with engine.begin() as conn:
+        for item, stage_table in renames:
+            moved = conn.execute(
+                rename,
+                {
+                    "name": item.ref.name,
+                    "stage": item.stage,
+                    "location": stage_table.metadata_location,
+                    "catalog": lakehouse.config.catalog.name,
+                    "namespace": f"{item.ref.workspace}.{item.ref.layer}",
+                },
+            ).rowcount
+            if moved != 1:
+                raise CommitConflictError(f"`{item.ref.short}` could not be published; nothing was published")
+            fault("publish:between_tables")
+        for item, table, (_metadata, new_location, _u, _r) in staged:
+            moved = conn.execute(
+                statement,
+                {
+                    "new": new_location,
+                    "old": table.metadata_location,
+                    "catalog": lakehouse.config.catalog.name,
+                    "namespace": f"{item.ref.workspace}.{item.ref.layer}",
+                    "name": item.ref.name,
+                },
+            ).rowcount
+            if moved != 1:
+                raise CommitConflictError(
+                    f"`{item.ref.short}` was changed by another writer while publishing; nothing was published. "
+                    "Run it again"
+                )
+            fault("publish:between_tables")
