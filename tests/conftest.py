@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from helpers import write_project
 from ratatouille.workspace import Workspace
 
 pytest_plugins = ["fixtures.services"]
@@ -22,13 +22,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("RAT_"):
             monkeypatch.delenv(name)
-
-
-def write_project(root: Path, extra: str = "") -> Path:
-    """Write a minimal ratatouille.yaml (tiny profile, so tests respect small machines)."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "ratatouille.yaml").write_text(f"name: test\nprofile: tiny\n{textwrap.dedent(extra)}")
-    return root
 
 
 @pytest.fixture(params=BACKENDS)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_project
+from helpers import write_project
 from ratatouille.config import load_project_config, load_workspace_config
 from ratatouille.errors import ConfigError, ProjectNotFoundError
 from ratatouille.project import Project, find_root

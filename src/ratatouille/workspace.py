@@ -156,12 +156,38 @@ class Workspace:
                 for ref in everything:
                     if names is ALL_TABLES or ref.identifier in names:
                         views.register(ref, as_of)
+                known = {t.identifier for t in everything}
+                missing = [n for n in names if n[0] == self.name and n not in known and n is not ALL_TABLES]
+                if missing:
+                    self._register_view_models(missing)
             try:
                 return self.con.sql(sql)
             except duckdb.CatalogException as exc:
                 raise self._missing_table(exc, everything or self.tables(all_workspaces=True)) from None
             except duckdb.Error as exc:
                 raise QueryError(_clean(exc)) from None
+
+    def _register_view_models(self, names: list[tuple[str, str, str]]) -> None:
+        """Models materialized as views are not tables: compile them into DuckDB views on demand."""
+        from ratatouille.errors import ConfigError
+        from ratatouille.models.config import Materialized
+
+        wanted = {f"{layer}.{name}" for _ws, layer, name in names}
+        if not (self.directory / "pipelines").is_dir():
+            return
+        try:
+            graph = self.graph()
+        except ConfigError:
+            return  # the query's own error ("table does not exist") is clearer than a pipeline error
+        for key in graph.dag.order(graph.models):
+            model = graph.models[key]
+            if model.materialized != Materialized.VIEW or not (key in wanted or wanted & graph.dag.descendants(key)):
+                continue
+            sql = self.compile(key)
+            self.sql(sql)  # registers the tables the view reads
+            layer, name = key.split(".")
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(self.name)}.{_q(layer)}")
+            self.con.execute(f"CREATE OR REPLACE VIEW {_q(self.name)}.{_q(layer)}.{_q(name)} AS {sql}")
 
     def query(self, sql: str, as_of: AsOf | None = None) -> pa.Table:
         """Run a query and return the result as an Arrow table.
@@ -379,6 +405,45 @@ class Workspace:
             return graph.compiler.compile(model, ctx).sql
         except CompileProblem as exc:
             raise ConfigError([exc.problem]) from None
+
+    def _published_relation(self, key: str) -> str:
+        parts = key.split(".")
+        full = parts if len(parts) == 3 else [self.name, *parts]
+        return ".".join(_q(p) for p in full)
+
+    def test(
+        self, select: list[str] | None = None, *, unit: bool = False, variables: dict[str, Any] | None = None
+    ) -> list[Any]:
+        """Run data tests against the published tables, or (``unit``) the models' unit tests.
+
+        Raises:
+            ConfigError: the pipelines are invalid or the selection matches nothing.
+        """
+        from ratatouille.runs.checks import data_checks, unit_tests
+
+        graph = self.graph(variables)
+        keys = [k for k in graph.dag.order(graph.dag.select(select)) if k in graph.models]
+        if unit:
+            return list(unit_tests(graph, keys, self.con))
+        with self._lock:
+            for key in keys:
+                self.sql(f"SELECT 1 FROM {self._published_relation(key)} LIMIT 0")  # registers the views
+            return list(data_checks(graph, keys, self.con, self._published_relation))
+
+    def freshness(self) -> list[Any]:
+        """Freshness SLAs of the models, from their last commit times."""
+        from ratatouille.runs.checks import freshness
+
+        graph = self.graph()
+        tables = {t.short: t for t in self.tables()}
+
+        def published_at(key: str) -> datetime | None:
+            if key not in tables:
+                return None
+            snapshot = self.project.lakehouse.load(*tables[key].identifier).current_snapshot()
+            return datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=UTC) if snapshot else None
+
+        return freshness(graph, published_at)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs of this workspace, newest first."""

@@ -303,6 +303,36 @@ def ingest(ctx: click.Context, sources: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
+@cli.command("test")
+@global_options
+@click.option("--select", "-s", "select", multiple=True, help="name, layer:silver, tag:x, +name, name+ (repeatable).")
+@click.option("--unit", is_flag=True, help="Run unit tests (mock rows in, expected rows out) instead of data tests.")
+@click.option("--var", "variables", multiple=True, help="NAME=VALUE for var() (repeatable).")
+@click.pass_context
+def test_(ctx: click.Context, select: tuple[str, ...], unit: bool, variables: tuple[str, ...]) -> None:
+    """Run data tests on the published tables (or --unit tests); exit 1 on a failure."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    results = g.open().test(list(select), unit=unit, variables=_vars(variables))
+    failed = render.test_results(results, unit=unit, as_json=g.json)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@global_options
+@click.pass_context
+def freshness(ctx: click.Context) -> None:
+    """Check freshness SLAs from the last publish time; exit 1 on an error-level breach."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    results = g.open().freshness()
+    if render.freshness(results, as_json=g.json):
+        sys.exit(1)
+
+
 @cli.command("compile")
 @global_options
 @click.argument("model")

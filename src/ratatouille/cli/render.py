@@ -379,3 +379,65 @@ def run_record(record: dict[str, Any], as_json: bool) -> None:
         out.print(
             f"[dim]{str(line['at'])[:19]}[/dim] {line['level']:5} {line['node'] or ''} {_escape(line['message'])}"
         )
+
+
+def test_results(results: list[Any], unit: bool, as_json: bool) -> bool:
+    """``rat test``; returns whether anything failed."""
+    from dataclasses import asdict
+
+    if unit:
+        failed = any(not r.passed for r in results)
+    else:
+        failed = any(r.status == "fail" for r in results)
+    if as_json:
+        emit_json([asdict(r) for r in results])
+        return failed
+    out = console()
+    if not results:
+        out.print("No tests selected." if not unit else "No unit tests in the selected models.")
+        return failed
+    for r in results:
+        if unit:
+            mark = _MARK["success"] if r.passed else _MARK["failed"]
+            out.print(f"{mark} {r.model}: {r.name}")
+            if r.error:
+                out.print(f"  [red]{_escape(r.error)}[/red]")
+            for row in r.missing:
+                out.print(f"  [red]expected, not returned:[/red] {row}")
+            for row in r.unexpected:
+                out.print(f"  [red]returned, not expected:[/red] {row}")
+        else:
+            mark = {"pass": _MARK["success"], "warn": "[yellow]![/yellow]", "fail": _MARK["failed"]}[r.status]
+            out.print(f"{mark} {r.node}: {r.name}  [dim]{_escape(r.message)}[/dim]")
+            for row in r.sample:
+                out.print(f"    {row}")
+    passed = sum((r.passed if unit else r.status != "fail") for r in results)
+    colour = "red" if failed else "green"
+    out.print(f"[{colour}]{passed} of {len(results)} passed[/{colour}]")
+    return failed
+
+
+def freshness(results: list[Any], as_json: bool) -> bool:
+    """``rat freshness``; returns whether an error-level SLA is breached."""
+    from dataclasses import asdict
+
+    breached = any(r.status in ("error", "never") for r in results)
+    if as_json:
+        emit_json([asdict(r) for r in results])
+        return breached
+    if not results:
+        click.echo("No model declares `freshness:`.")
+        return False
+    table = _table("Freshness", ["model", "status", "age (h)", "warn after (h)", "error after (h)", "last published"])
+    colours = {"pass": "green", "warn": "yellow", "error": "red", "never": "red"}
+    for r in results:
+        table.add_row(
+            r.model,
+            f"[{colours[r.status]}]{r.status}[/{colours[r.status]}]",
+            str(r.age_hours or ""),
+            str(r.warn_after_hours or ""),
+            str(r.error_after_hours or ""),
+            (r.last_published or "never")[:19],
+        )
+    console().print(table)
+    return breached

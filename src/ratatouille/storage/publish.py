@@ -47,8 +47,8 @@ class Publication:
 
 
 def fault(point: str) -> None:
-    """Fault injection for the crash tests: ``RAT_FAULT=<point>`` kills the process here."""
-    if os.environ.get("RAT_FAULT") == point:
+    """Fault injection for the crash tests: ``RATATOUILLE_FAULT=<point>`` kills the process here."""
+    if os.environ.get("RATATOUILLE_FAULT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

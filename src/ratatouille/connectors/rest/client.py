@@ -122,8 +122,7 @@ def redactor_for(config: RestSourceConfig) -> Redactor:
 def build_auth(auth: AuthConfig | None, session: Session) -> AuthBase:
     """dlt's authenticator for the config (``session`` fetches OAuth2 tokens).
 
-    Without ``auth``, a no-op authenticator: it keeps ``requests`` from adding credentials
-    from ``~/.netrc``, so a request carries only what the source file says.
+    Without ``auth``, a no-op authenticator (see ``no_auth``).
     """
     from dlt.sources.helpers.rest_client.auth import (
         APIKeyAuth,
@@ -131,7 +130,6 @@ def build_auth(auth: AuthConfig | None, session: Session) -> AuthBase:
         HttpBasicAuth,
         OAuth2ClientCredentials,
     )
-    from requests.auth import AuthBase
 
     if isinstance(auth, BearerAuth):
         return BearerTokenAuth(token=auth.token.get_secret_value())
@@ -147,6 +145,13 @@ def build_auth(auth: AuthConfig | None, session: Session) -> AuthBase:
             access_token_request_data={"scope": " ".join(auth.scopes)} if auth.scopes else {},
             session=session,
         )
+    return no_auth()
+
+
+def no_auth() -> AuthBase:
+    """An authenticator that adds nothing. Set on a session (or a request), it keeps ``requests``
+    from reading ``~/.netrc`` for credentials: a request carries only what the source file says."""
+    from requests.auth import AuthBase
 
     class NoAuth(AuthBase):
         def __call__(self, request: PreparedRequest) -> PreparedRequest:
@@ -207,6 +212,7 @@ class RestHttp:
             logging.getLogger(name).addFilter(self._log_filter)
         retries = config.retries
         self.session = Session(timeout=config.timeout_seconds, raise_for_status=False)
+        self.session.auth = no_auth()  # also covers the OAuth2 token request: never ~/.netrc
         retry = _make_retry(
             status_codes=sorted(RETRY_STATUSES),
             exceptions=DEFAULT_RETRY_EXCEPTIONS,

@@ -22,14 +22,15 @@ Types: the schema of each table is inferred over every page of the read before t
 is yielded, so every batch of an output has the same schema. ``int`` + ``float`` widen to
 ``double``; any other mix (``int`` and ``str``, ``bool`` and ``int``, a scalar and a list) is
 ``string``, with non-text values written as JSON. Strings stay strings: timestamps are not
-guessed in bronze. Rows are spooled as JSON lines in a temporary directory while the pages
-arrive, so memory holds one page plus one Arrow batch, never the whole response set.
+guessed in bronze. Rows are spooled to a temporary directory while the pages arrive, so memory
+holds about one page plus one Arrow batch, never the whole response set.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,30 +227,47 @@ class Normaliser:
 
 
 class TableSpool:
-    """Rows of one table written as JSON lines while their kinds are tracked; read back as Arrow."""
+    """Rows of one table spooled to disk while their kinds are tracked; read back as Arrow.
+
+    Rows are buffered and written in chunks with ``pickle`` (a private file this process writes
+    and reads back, in a directory only its user can open): several times faster than JSON lines.
+    """
+
+    CHUNK_ROWS = 2_000
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
         self.kinds: dict[str, str] = {}
         self.rows = 0
-        self._file: IO[str] | None = path.open("w", encoding="utf-8")
+        self._buffer: list[dict[str, Any]] = []
+        self._file: IO[bytes] | None = path.open("wb")
 
     def add(self, row: dict[str, Any]) -> None:
         """Append one row and widen the column kinds to fit it."""
         kinds = self.kinds
         for key, value in row.items():
-            kind = kind_of(value)
+            kind = _FAST_KINDS.get(type(value)) or kind_of(value)
+            if kind == "int" and not _INT64[0] <= value <= _INT64[1]:
+                kind = "string"
             previous = kinds.get(key)
-            kinds[key] = kind if previous is None else merge_kinds(previous, kind)
-        assert self._file is not None, "spool already closed"
-        self._file.write(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
-        self._file.write("\n")
+            if previous != kind:
+                kinds[key] = kind if previous is None else merge_kinds(previous, kind)
+        self._buffer.append(row)
         self.rows += 1
+        if len(self._buffer) >= self.CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            assert self._file is not None, "spool already closed"
+            pickle.dump(self._buffer, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+            self._buffer = []
 
     def close(self) -> None:
         """Finish writing (idempotent)."""
         if self._file is not None:
+            self._flush()
             self._file.close()
             self._file = None
 
@@ -277,17 +295,23 @@ class TableSpool:
         schema = self.schema()
         kinds = list(self.kinds.items())
         try:
-            with self.path.open(encoding="utf-8") as lines:
-                chunk: list[dict[str, Any]] = []
-                for line in lines:
-                    chunk.append(json.loads(line))
-                    if len(chunk) >= batch_rows:
+            with self.path.open("rb") as spool:
+                pending: list[dict[str, Any]] = []
+                while True:
+                    try:
+                        pending.extend(pickle.load(spool))
+                    except EOFError:
+                        break
+                    while len(pending) >= batch_rows:
+                        chunk, pending = pending[:batch_rows], pending[batch_rows:]
                         yield pa.RecordBatch.from_arrays(_columns(chunk, kinds), schema=schema)
-                        chunk = []
-                if chunk:
-                    yield pa.RecordBatch.from_arrays(_columns(chunk, kinds), schema=schema)
+                if pending:
+                    yield pa.RecordBatch.from_arrays(_columns(pending, kinds), schema=schema)
         finally:
             self.path.unlink(missing_ok=True)
+
+
+_FAST_KINDS: dict[type, str] = {str: "string", int: "int", float: "float", bool: "bool"}
 
 
 def _columns(rows: list[dict[str, Any]], kinds: list[tuple[str, str]]) -> list[pa.Array]:
@@ -305,7 +329,7 @@ class ResourceSpool:
         """Append a row to ``table``'s spool, creating it on first use."""
         spool = self.tables.get(table)
         if spool is None:
-            spool = self.tables[table] = TableSpool(table, self.directory / f"{len(self.tables)}.jsonl")
+            spool = self.tables[table] = TableSpool(table, self.directory / f"{len(self.tables)}.spool")
         spool.add(row)
 
     def close(self) -> None:

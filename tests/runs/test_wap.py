@@ -1,0 +1,144 @@
+"""Write-audit-publish: runs publish together, failing tests block, crashes leave the last state."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ratatouille.workspace import Workspace
+
+
+def value(ws: Workspace, sql: str) -> object:
+    return ws.query(sql).to_pylist()[0]
+
+
+def snapshot_ids(ws: Workspace) -> dict[str, int | None]:
+    return {t.short: ws.describe(t.short)["snapshot_id"] for t in ws.tables()}
+
+
+def test_run_builds_publishes_and_records(pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    ws = open_ws(pipeline_root)
+    result = ws.run()
+    assert result.ok, result
+    assert sorted(result.published) == ["bronze.orders", "gold.by_customer", "silver.orders"]
+    assert value(ws, "SELECT count(*) AS n, sum(orders) AS o FROM gold.by_customer") == {"n": 5, "o": 100}
+    record = ws.run_record(result.run_id)
+    assert record["status"] == "success" and record["trigger"] == "cli"
+    nodes = {n["node"]: n for n in record["nodes"]}
+    assert nodes["silver.orders"]["rows_written"] == 100
+    assert nodes["silver.orders"]["snapshot_id"] == ws.describe("silver.orders")["snapshot_id"]
+    assert {t["test"] for t in record["tests"]} >= {"not_null(order_key)", "unique(order_key)", "five_customers"}
+    assert ws.runs()[0]["id"] == result.run_id
+    # No audit branch or stage table is left behind.
+    for table in ws.tables():
+        assert ws.describe(table.short)["branches"] == []
+
+
+def test_incremental_run_processes_only_new_rows_and_equals_full_rebuild(
+    pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(pipeline_root)
+    assert ws.run().ok
+    second = ws.run(variables={"n": 130})
+    assert second.ok
+    silver = next(n for n in second.nodes if n.key == "silver.orders")
+    assert silver.rows_written == 30  # only the new rows
+    incremental = ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist()
+    assert ws.run(full_refresh=True, variables={"n": 130}).ok
+    assert ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist() == incremental
+
+
+def test_failing_test_blocks_publish_and_skips_descendants(
+    pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(pipeline_root)
+    assert ws.run().ok
+    before = snapshot_ids(ws)
+    gold_before = ws.query("SELECT * FROM gold.by_customer ORDER BY customer").to_pylist()
+    # A discount makes amounts negative for new rows: non_negative fails on silver.orders.
+    result = ws.run(variables={"n": 120, "discount": 1000})
+    assert not result.ok
+    by_key = {n.key: n for n in result.nodes}
+    assert by_key["silver.orders"].status == "failed"
+    assert "non_negative(amount)" in (by_key["silver.orders"].error or "")
+    assert "'amount'" in (by_key["silver.orders"].error or "")  # a sample of the failing rows
+    assert by_key["gold.by_customer"].status == "skipped"
+    after = snapshot_ids(ws)
+    assert after["silver.orders"] == before["silver.orders"]
+    assert after["gold.by_customer"] == before["gold.by_customer"]
+    # bronze passed its (absent) tests, so it is published.
+    assert after["bronze.orders"] != before["bronze.orders"]
+    assert ws.query("SELECT * FROM gold.by_customer ORDER BY customer").to_pylist() == gold_before
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 100}
+    failed = [t for t in ws.run_record(result.run_id)["tests"] if t["status"] == "fail"]
+    assert failed and failed[0]["sample"]
+
+
+def test_null_unique_keys_go_to_quarantine(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    result = ws.run(variables={"n": 110, "null_key_at": 105})
+    assert result.ok, result
+    silver = next(n for n in result.nodes if n.key == "silver.orders")
+    assert silver.rows_quarantined == 1
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 109}
+    quarantined = ws.query("SELECT id, _reason, _run_id FROM quarantine.silver_orders").to_pylist()
+    assert quarantined == [{"id": 105, "_reason": "NULL in unique key (order_key)", "_run_id": result.run_id}]
+
+
+CRASH_RUN = """
+import sys
+from ratatouille.workspace import Workspace
+ws = Workspace.open(sys.argv[1])
+ws.run(variables={"n": 150})
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["run:before_publish", "publish:before_commit", "publish:between_tables"])
+def test_kill_9_during_publish_leaves_last_published_state(
+    pipeline_root: Path, open_ws: Callable[[Path], Workspace], point: str
+) -> None:
+    ws = open_ws(pipeline_root)
+    assert ws.run().ok
+    before = snapshot_ids(ws)
+    ws.close()
+    env = {**os.environ, "RATATOUILLE_FAULT": point}
+    proc = subprocess.run([sys.executable, "-c", CRASH_RUN, str(pipeline_root)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert snapshot_ids(ws) == before  # every table at its last published state
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 100}
+    result = ws.run(variables={"n": 150})
+    assert result.ok, result
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 150}
+    assert ws.runs()[1]["status"] == "failed"  # the killed run is recorded as failed
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_model_leaves_last_published_state(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    before = snapshot_ids(ws)
+    ws.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_RUN.replace('{"n": 150}', '{"n": 30_000_000}'), str(local_pipeline_root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    import time
+
+    time.sleep(4)
+    proc.kill()
+    proc.communicate()
+    assert snapshot_ids(ws) == before
+    result = ws.run(variables={"n": 120})
+    assert result.ok, result
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 120}
