@@ -13,6 +13,7 @@ def test_all_lists_exactly_the_public_names() -> None:
         "Result",
         "Workspace",
         "WriteResult",
+        "pipeline",
         "rat",
     ]
     for name in ratatouille.__all__:

@@ -11,18 +11,20 @@ from typing import TYPE_CHECKING, Any
 from ratatouille.errors import RatatouilleError
 
 if TYPE_CHECKING:
+    from ratatouille.models.loader import pipeline
     from ratatouille.project import Project
     from ratatouille.sdk import Rat, Result, rat
     from ratatouille.storage.writer import WriteResult
     from ratatouille.workspace import Workspace
 
-__all__ = ["Project", "Rat", "RatatouilleError", "Result", "Workspace", "WriteResult", "rat"]
+__all__ = ["Project", "Rat", "RatatouilleError", "Result", "Workspace", "WriteResult", "pipeline", "rat"]
 
 _LAZY = {
     "Project": "ratatouille.project",
     "Rat": "ratatouille.sdk",
     "Result": "ratatouille.sdk",
     "rat": "ratatouille.sdk",
+    "pipeline": "ratatouille.models.loader",
     "Workspace": "ratatouille.workspace",
     "WriteResult": "ratatouille.storage.writer",
 }

@@ -236,7 +236,7 @@ def _dotted(at: Path_) -> str:
 
 
 def validate(
-    model: type[Frozen],
+    model: type[BaseModel],
     data: Any,
     file: str,
     lines: Mapping[Path_, int],
@@ -330,3 +330,17 @@ def load_workspace_config(directory: Path, env: Mapping[str, str] | None = None)
         raise ConfigError(problems)
     assert isinstance(config, WorkspaceConfig)
     return config
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """Make a relative ``sqlite:///`` path absolute against the project root, and pin the
+    PostgreSQL driver to psycopg 3 (SQLAlchemy's bare ``postgresql://`` means psycopg2)."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        relative = uri.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            path = (root / relative).resolve()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return f"sqlite:///{path}"
+    if uri.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + uri.split("://", 1)[1]
+    return uri

@@ -167,7 +167,11 @@ def register_data(con: duckdb.DuckDBPyConnection, data: Any) -> tuple[str, Calla
             f"cannot write a {type(data).__name__}; pass SQL, an Arrow table or stream, "
             "a list of dicts, or a pandas/polars data frame"
         ) from exc
-    return f"SELECT * FROM {name}", lambda: con.unregister(name)
+
+    def cleanup() -> None:
+        con.unregister(name)
+
+    return f"SELECT * FROM {name}", cleanup
 
 
 def configure_s3(con: duckdb.DuckDBPyConnection, s3: S3Config) -> None:

@@ -7,11 +7,14 @@ call to that project's ``Workspace``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ratatouille.models.loader import pipeline
+from ratatouille.runs.context import current_scope
 from ratatouille.storage.reader import AsOf, parse_as_of
 from ratatouille.storage.writer import WriteResult
 from ratatouille.workspace import Workspace
@@ -19,6 +22,8 @@ from ratatouille.workspace import Workspace
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped]
     import pyarrow as pa
+
+    from ratatouille.storage.files import Landing
 
 
 class Result:
@@ -84,10 +89,14 @@ class Rat:
     def query(self, sql: str, *, as_of: str | datetime | int | None = None) -> Result:
         """Run SQL on the lakehouse; ``layer.table`` names this workspace's tables.
 
+        Inside a Python pipeline, tables are read as the run sees them.
+
         Raises:
             QueryError: the SQL fails.
             TableNotFoundError: it names a table that does not exist.
         """
+        if (scope := current_scope()) is not None and as_of is None:
+            return Result(scope.query(sql))
         return Result(self.workspace.query(sql, _as_of(as_of)))
 
     def table(
@@ -105,16 +114,109 @@ class Rat:
         return [t.short for t in self.workspace.tables()]
 
     def append(self, name: str, data: Any, **options: Any) -> WriteResult:
-        """Append data (SQL, Arrow, pandas, polars) to a table, creating it if needed."""
+        """Append data (SQL, Arrow, pandas, polars, list of dicts) to a table, creating it if needed.
+
+        Inside a Python pipeline the write goes to the run's audit branch and is published with
+        the run; elsewhere it is committed at once.
+        """
+        if (scope := current_scope()) is not None:
+            return scope.write(name, data, "append", **options)
         return self.workspace.append(name, data, **options)
 
     def overwrite(self, name: str, data: Any, *, where: str | None = None, **options: Any) -> WriteResult:
         """Replace a table's rows (or those matching ``where``) with data."""
+        if (scope := current_scope()) is not None:
+            return scope.write(name, data, "overwrite", where=where, **options)
         return self.workspace.overwrite(name, data, where=where, **options)
 
     def merge(self, name: str, data: Any, *, unique_key: str | Sequence[str], **options: Any) -> WriteResult:
         """Insert data, replacing rows whose ``unique_key`` already exists."""
-        return self.workspace.merge(name, data, unique_key=unique_key, **options)
+        keys = [unique_key] if isinstance(unique_key, str) else list(unique_key)
+        if (scope := current_scope()) is not None:
+            return scope.write(name, data, "merge", unique_key=keys, **options)
+        return self.workspace.merge(name, data, unique_key=keys, **options)
+
+    # -- helpers for Python pipelines (they work in notebooks too) ------------------------
+
+    def ls(self, pattern: str) -> list[str]:
+        """Files matching a glob; ``landing/...`` is the configured landing zone (local or S3)."""
+        return [f.path for f in self._landing().glob(pattern)]
+
+    def read_file(self, path: str, **options: Any) -> pa.Table:
+        """Read a CSV, TSV, JSON/NDJSON, Parquet or Excel file into Arrow (by its extension).
+
+        Raises:
+            RatatouilleError: the format is not recognised or the file cannot be read.
+        """
+        from ratatouille.engine import literal, load_extensions
+        from ratatouille.errors import RatatouilleError
+
+        full = self._landing().resolve(path)
+        suffix = full.lower().rsplit(".", 1)[-1]
+        readers = {
+            "csv": "read_csv",
+            "tsv": "read_csv",
+            "txt": "read_csv",
+            "json": "read_json",
+            "ndjson": "read_json",
+            "jsonl": "read_json",
+            "parquet": "read_parquet",
+            "xlsx": "read_xlsx",
+        }
+        if suffix not in readers:
+            raise RatatouilleError(f"cannot tell the format of {path}; use .csv, .json, .parquet or .xlsx")
+        scope = current_scope()
+        con = scope.con if scope is not None else self.workspace.con
+        if suffix == "xlsx":
+            load_extensions(con, "excel")
+        args = "".join(f", {k} = {literal(v) if isinstance(v, str) else v}" for k, v in options.items())
+        if suffix == "tsv" and "delim" not in options:
+            args += ", delim = '\t'"
+        try:
+            return con.sql(f"SELECT * FROM {readers[suffix]}({literal(full)}{args})").to_arrow_table()
+        except Exception as exc:
+            raise RatatouilleError(f"cannot read {full}: {exc}") from None
+
+    def is_ingested(self, path: str) -> bool:
+        """Whether this file (same path, size and checksum) was marked ingested before."""
+        if (scope := current_scope()) is not None:
+            return scope.is_ingested(path)
+        landing = self._landing()
+        full = landing.resolve(path)
+        record = self.workspace.state.file_record(self.workspace.name, "sdk", full)
+        return record is not None and record["checksum"] == landing.checksum(full)
+
+    def mark_ingested(self, path: str, rows: int | None = None) -> None:
+        """Remember a file as ingested (inside a run: once the run has published)."""
+        if (scope := current_scope()) is not None:
+            scope.mark_ingested(path, rows)
+            return
+        landing = self._landing()
+        full = landing.resolve(path)
+        infos = landing.glob(full)
+        entry = {"path": full, "size": infos[0].size if infos else 0, "checksum": landing.checksum(full), "rows": rows}
+        self.workspace.state.record_files(self.workspace.name, "sdk", [entry], "sdk")
+
+    @property
+    def log(self) -> logging.Logger:
+        """A logger; inside a run its lines land in the run's logs (`rat logs RUN`)."""
+        if (scope := current_scope()) is not None:
+            return scope.log
+        return logging.getLogger("ratatouille.sdk")
+
+    def now(self) -> datetime:
+        """The current time, UTC."""
+        from datetime import UTC
+
+        return datetime.now(UTC)
+
+    def _landing(self) -> Landing:
+        from ratatouille.storage.files import Landing
+
+        if (scope := current_scope()) is not None:
+            return scope.landing
+        project = self.workspace.project
+        return Landing(project.landing, project.config.storage.s3)
 
 
 def _as_of(value: str | datetime | int | None) -> AsOf | None:
@@ -126,3 +228,5 @@ def _as_of(value: str | datetime | int | None) -> AsOf | None:
 
 
 rat = Rat()
+
+__all__ = ["Rat", "Result", "pipeline", "rat"]

@@ -157,7 +157,7 @@ class Workspace:
                     if names is ALL_TABLES or ref.identifier in names:
                         views.register(ref, as_of)
                 known = {t.identifier for t in everything}
-                missing = [n for n in names if n[0] == self.name and n not in known and n is not ALL_TABLES]
+                missing = [n for n in names if n[0] == self.name and n not in known and n != ("*", "*", "*")]
                 if missing:
                     self._register_view_models(missing)
             try:

@@ -263,7 +263,7 @@ class RunProgress:
                 details.append(f"{result.rows_deleted:,} replaced")
             if result.rows_quarantined:
                 details.append(f"[yellow]{result.rows_quarantined:,} quarantined[/yellow]")
-            tests = [t for t in result.tests]
+            tests = list(result.tests)
             if tests:
                 warned = sum(t.status == "warn" for t in tests)
                 details.append(f"{len(tests)} tests" + (f", [yellow]{warned} warn[/yellow]" if warned else ""))

@@ -77,7 +77,7 @@ def load_sources(workspace_dir: Path) -> dict[str, tuple[SourceConfig, Path]]:
         except ConfigError as exc:
             problems.append(Problem(str(path), lines.get(("type",), 1), "type", str(exc)))
             continue
-        config: Any = validate(config_class, data, str(path), lines, problems)  # type: ignore[arg-type]
+        config: Any = validate(config_class, data, str(path), lines, problems)
         if config is None:
             continue
         if config.name in sources:

@@ -123,6 +123,14 @@ def load_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> dict[s
     Raises:
         ConfigError: listing every problem found (file:line each).
     """
+    models, problems = collect_models(workspace_dir, layers)
+    if problems:
+        raise ConfigError(problems)
+    return models
+
+
+def collect_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> tuple[dict[str, Model], list[Problem]]:
+    """Load every valid model, and the problems of the invalid ones (so callers can report all)."""
     problems: list[Problem] = []
     models: dict[str, Model] = {}
     root = workspace_dir / "pipelines"
@@ -150,9 +158,7 @@ def load_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> dict[s
                 continue
             if model is not None:
                 _add(models, model, problems)
-    if problems:
-        raise ConfigError(problems)
-    return models
+    return models, problems
 
 
 def _is_python_sidecar(path: Path) -> bool:

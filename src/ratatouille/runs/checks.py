@@ -72,7 +72,9 @@ def unit_tests(graph: Graph, keys: list[str], con: duckdb.DuckDBPyConnection) ->
                     con.register(name, pa.Table.from_pylist(rows))
                     mocks[target] = name
 
-                def relation(ref_key: str, mocks: dict[str, str] = mocks, model: Model = model) -> str:
+                def relation(
+                    ref_key: str, mocks: dict[str, str] = mocks, model: Model = model, test: Any = test
+                ) -> str:
                     if ref_key not in mocks:
                         raise CompileProblem(
                             _problem(
@@ -86,7 +88,7 @@ def unit_tests(graph: Graph, keys: list[str], con: duckdb.DuckDBPyConnection) ->
                     relation=relation,
                     this=this,
                     incremental=test.incremental and model.materialized == Materialized.INCREMENTAL,
-                    watermark=lambda column: f"(SELECT max({quote(column)}) FROM {this})",
+                    watermark=_max_of(this),
                     vars={**graph.vars, **model.config.vars, **test.vars},
                 )
                 sql = graph.compiler.compile(model, ctx).sql
@@ -100,6 +102,13 @@ def unit_tests(graph: Graph, keys: list[str], con: duckdb.DuckDBPyConnection) ->
                 for name in mocks.values():
                     con.unregister(name)
     return results
+
+
+def _max_of(relation: str) -> Callable[[str], str]:
+    def watermark(column: str) -> str:
+        return f"(SELECT max({quote(column)}) FROM {relation})"
+
+    return watermark
 
 
 def _problem(model: Model, message: str) -> Any:

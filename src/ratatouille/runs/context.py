@@ -118,6 +118,11 @@ def python_pipeline_scope(
         ctx.after_publish.append(register)
 
 
+def current_scope() -> PipelineScope | None:
+    """The Python pipeline running in this thread, if any."""
+    return current.get()
+
+
 def now() -> datetime:
     """The current time, UTC."""
     return datetime.now(UTC)

@@ -52,7 +52,12 @@ class Dag:
         if cycles:
             raise ConfigError(
                 [
-                    Problem(str(getattr(self.nodes[c[0]].payload, "path", c[0])), None, "", "cycle: " + " -> ".join(c))
+                    Problem(
+                        str(getattr(self.nodes[c[0]].payload, "path", c[0])),
+                        None,
+                        "",
+                        "cycle (each reads the next): " + " -> ".join(c),
+                    )
                     for c in cycles
                 ]
             )
@@ -70,8 +75,7 @@ class Dag:
                 if up not in self.nodes:
                     continue
                 if color[up] == grey:
-                    cycle = stack[stack.index(up) :] + [up]
-                    found.append(list(reversed(cycle)))
+                    found.append(stack[stack.index(up) :] + [up])
                 elif color[up] == white:
                     visit(up)
             stack.pop()

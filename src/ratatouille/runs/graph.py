@@ -15,7 +15,7 @@ from ratatouille.connectors.base import SourceConfig
 from ratatouille.connectors.registry import load_sources
 from ratatouille.errors import ConfigError, Problem
 from ratatouille.models.compiler import CompileContext, CompileProblem, Compiler, parse_error
-from ratatouille.models.loader import Model, load_macros, load_models
+from ratatouille.models.loader import Model, collect_models, load_macros
 from ratatouille.runs.dag import Dag, Node
 
 
@@ -48,12 +48,7 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
     """
     import duckdb
 
-    problems: list[Problem] = []
-    try:
-        models = load_models(workspace_dir, layers)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        models = {}
+    models, problems = collect_models(workspace_dir, layers)
     try:
         sources = load_sources(workspace_dir)
     except ConfigError as exc:
@@ -95,10 +90,9 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
     for node in nodes.values():
         for up in node.upstream:
             if up not in nodes and up.count(".") == 1:
-                model = models.get(node.key)
-                problems.append(
-                    Problem(str(model.path) if model else node.key, None, "", f"refs `{up}`, which does not exist")
-                )
+                owner = models.get(node.key)
+                where = str(owner.path) if owner else node.key
+                problems.append(Problem(where, None, "", f"refs `{up}`, which does not exist"))
     if problems:
         raise ConfigError(problems)
     dag = Dag(nodes)

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ratatouille.config import resolve_uri
 from ratatouille.errors import RatatouilleError
-from ratatouille.storage.catalog import resolve_uri
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, MetaData, Table

@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ratatouille.config import ProjectConfig
+from ratatouille.config import ProjectConfig, resolve_uri
 from ratatouille.errors import CatalogError, TableNotFoundError
 
 if TYPE_CHECKING:
@@ -57,20 +57,6 @@ def stage_name(name: str, run: str) -> str:
 def final_name(name: str) -> str:
     """The table a stage name stands for (a plain name is returned as is)."""
     return name.split("__", 2)[-1] if name.startswith(STAGE_PREFIX) else name
-
-
-def resolve_uri(uri: str, root: Path) -> str:
-    """Make a relative ``sqlite:///`` path absolute against the project root, and pin the
-    PostgreSQL driver to psycopg 3 (SQLAlchemy's bare ``postgresql://`` means psycopg2)."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        relative = uri.removeprefix("sqlite:///")
-        if relative and relative != ":memory:":
-            path = (root / relative).resolve()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            return f"sqlite:///{path}"
-    if uri.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + uri.split("://", 1)[1]
-    return uri
 
 
 class Lakehouse:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ratatouille.errors import CommitConflictError
 from ratatouille.storage.catalog import Lakehouse, TableRef
@@ -105,7 +105,7 @@ def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
     return result
 
 
-def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[object, str, tuple[object, ...], tuple[object, ...]]:
+def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[Any, str, Any, Any]:
     """Prepare and write the new metadata of one table (not yet referenced by the catalog)."""
     from pyiceberg.table.update.snapshot import ManageSnapshots
 
@@ -113,7 +113,7 @@ def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[object, str, tu
     ManageSnapshots(tx).set_current_snapshot(snapshot_id=snapshot_id).remove_branch(branch).commit()
     updates = tx._updates  # noqa: SLF001 - pinned PyIceberg 0.12: there is no public staging API
     requirements = tx._requirements  # noqa: SLF001
-    catalog = table.catalog
+    catalog: Any = table.catalog
     staged = catalog._update_and_stage_table(table, table.name(), requirements, updates)  # noqa: SLF001
     catalog._write_metadata(staged.metadata, staged.io, staged.metadata_location)  # noqa: SLF001
     return staged.metadata, staged.metadata_location, updates, requirements
@@ -121,7 +121,7 @@ def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[object, str, tu
 
 def _swap_sql(
     lakehouse: Lakehouse,
-    staged: list[tuple[Publication, Table, tuple[object, str, object, object]]],
+    staged: list[tuple[Publication, Table, tuple[Any, str, Any, Any]]],
     renames: list[tuple[Publication, Table]],
 ) -> None:
     from sqlalchemy import text

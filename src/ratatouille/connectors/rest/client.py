@@ -286,10 +286,16 @@ class RestHttp:
                 f"{self._where(resource)}: the request to {self.redact.url(self._last_url)} failed"
                 f" ({type(exc).__name__}: {self._short(str(exc))})"
             ) from None
-        except (ValueError, RESTClientException, JSONPathError) as exc:
+        except JSONPathError as exc:
             raise ConnectorError(
-                f"{self._where(resource)}: cannot read the pages of {self.redact.url(self._last_url)}:"
-                f" {self._short(str(exc))}. Check `paginator` and `data_path` of the resource"
+                f"{self._where(resource)}: a JSON path of the resource or its paginator is invalid"
+                f" ({self._short(str(exc)).rstrip('.!')}): check `data_path` ({resource.data_path}) and `paginator`"
+            ) from None
+        except (ValueError, RESTClientException) as exc:
+            kind = self.config.paginator_for(resource).type
+            raise ConnectorError(
+                f"{self._where(resource)}: cannot read the pages of {self.redact.url(self._last_url)} with the"
+                f" `{kind}` paginator: {self._short(str(exc)).rstrip('.')}. Check `paginator` and `data_path`"
             ) from None
 
     # --- internals ----------------------------------------------------------------------------

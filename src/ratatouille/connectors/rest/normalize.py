@@ -32,7 +32,7 @@ import hashlib
 import json
 import pickle
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -173,22 +173,23 @@ class Normaliser:
             table: TableKey("merge", self.primary_key) if self.primary_key else TableKey("append", [])
         }
 
-    def split(self, record: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(table, row)`` for the record and every nested row under it."""
+    def split(self, record: Any, emit: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``emit(table, row)`` for the record and for every nested row under it."""
         if not isinstance(record, dict):
             record = {"value": record}
         flat, children = flatten(record, self.unnest)
+        if not children:
+            emit(self.table, flat)
+            return
         if self.primary_key:
             values = [flat.get(key) for key in self.primary_key]
             ident = json.dumps(values, default=str)
             link = {f"_parent_{key}": value for key, value in zip(self.primary_key, values, strict=True)}
         else:
-            ident = uuid.uuid4().hex
+            ident = flat[ROW_ID] = uuid.uuid4().hex
             link = {PARENT_ID: ident}
-            if children:
-                flat[ROW_ID] = ident
-        yield self.table, flat
-        yield from self._children(self.table, children, link, ident, level=1)
+        emit(self.table, flat)
+        self._children(self.table, children, link, ident, 1, emit)
 
     def _children(
         self,
@@ -197,23 +198,26 @@ class Normaliser:
         link: dict[str, Any],
         ident: str,
         level: int,
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        emit: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        reserved = len(link) + 1
         for field_name, items in children:
             child = f"{table}{SEP}{field_name}"
             if child not in self.keys:
                 self.keys[child] = self._child_key(level)
             for index, item in enumerate(items):
                 flat, nested = flatten(item, self.unnest)
-                row: dict[str, Any] = dict(link)
-                row[INDEX] = index
-                child_ident = f"{ident}/{field_name}/{index}"
+                row = {**link, INDEX: index, **flat}
+                if len(row) != reserved + len(flat):  # a field named like a key column: the key wins
+                    row.update(link)
+                    row[INDEX] = index
                 if nested:
-                    row[ROW_ID] = stable_id(child_ident)
-                for key, value in flat.items():
-                    row.setdefault(key, value)
-                yield child, row
-                if nested:
-                    yield from self._children(child, nested, {PARENT_ID: row[ROW_ID]}, child_ident, level + 1)
+                    child_ident = f"{ident}/{field_name}/{index}"
+                    row_id = row[ROW_ID] = stable_id(child_ident)
+                    emit(child, row)
+                    self._children(child, nested, {PARENT_ID: row_id}, child_ident, level + 1, emit)
+                else:
+                    emit(child, row)
 
     def _child_key(self, level: int) -> TableKey:
         if not self.primary_key:

@@ -79,8 +79,7 @@ class RestConnector(Connector):
                             skipped += 1
                             continue
                         records += 1
-                        for table, row in normaliser.split(record):
-                            spool.add(table, row)
+                        normaliser.split(record, spool.add)
             finally:
                 spool.close()
             ctx.log.info(
@@ -131,9 +130,9 @@ def record_digest(record: Any) -> str:
 class CursorTracker:
     """The incremental cursor of one resource during a read."""
 
-    def __init__(self, config: IncrementalConfig, previous: Mapping[str, Any] | None) -> None:
+    def __init__(self, config: IncrementalConfig, previous: Any) -> None:
         self.path = config.cursor.split(".")
-        previous = previous or {}
+        previous = previous if isinstance(previous, Mapping) else {}
         saved = previous.get("cursor")
         self.last: Any = saved if saved is not None else config.initial
         self.seen: set[str] = set(previous.get("boundary") or []) if saved is not None else set()

@@ -1,0 +1,197 @@
+"""Selection, Python pipelines, unit tests, freshness, views, full refresh, parallelism."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ratatouille.errors import ConfigError
+from ratatouille.workspace import Workspace
+from runs.conftest import write_files
+
+
+def keys(result: object) -> list[str]:
+    return sorted(n.key for n in result.nodes)  # type: ignore[attr-defined]
+
+
+def test_selection(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    ws = open_ws(local_pipeline_root)
+    dag = ws.graph().dag
+    assert dag.select(["silver.orders"]) == {"silver.orders"}
+    assert dag.select(["orders"]) == {"bronze.orders", "silver.orders"}
+    assert dag.select(["+gold.by_customer"]) == {"bronze.orders", "silver.orders", "gold.by_customer"}
+    assert dag.select(["silver.orders+"]) == {"silver.orders", "gold.by_customer"}
+    assert dag.select(["layer:gold", "tag:core"]) == {"gold.by_customer", "silver.orders"}
+    with pytest.raises(ConfigError, match="did you mean `silver.orders`"):
+        dag.select(["silver.ordres"])
+    assert keys(ws.run(["+silver.orders"])) == ["bronze.orders", "silver.orders"]
+    assert [t.short for t in ws.tables()] == ["bronze.orders", "silver.orders"]
+
+
+def test_python_pipeline_with_rat_helpers(tmp_path: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "py")
+    landing = root / "data" / "landing" / "sales"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("id,amount\n1,10\n2,20\n")
+    write_files(
+        root,
+        {
+            "pipelines/bronze/raw_sales.py": """
+                from ratatouille import pipeline, rat
+
+                @pipeline(name="raw_sales", layer="bronze", schedule="0 * * * *")
+                def ingest_sales():
+                    for path in rat.ls("landing/sales/*.csv"):
+                        if rat.is_ingested(path):
+                            continue
+                        df = rat.read_file(path)
+                        rat.append("bronze.raw_sales", df)
+                        rat.mark_ingested(path)
+                        rat.log.info("ingested %s rows from %s", df.num_rows, path)
+            """,
+            "pipelines/silver/sales.sql": "SELECT id, amount * 2 AS doubled FROM {{ ref('bronze.raw_sales') }}",
+        },
+    )
+    ws = open_ws(root)
+    first = ws.run()
+    assert first.ok, first
+    assert ws.query("SELECT sum(doubled) AS s FROM silver.sales").to_pylist() == [{"s": 60}]
+    logs = ws.run_record(first.run_id)["logs"]
+    assert any("ingested 2 rows" in line["message"] for line in logs)
+    second = ws.run()  # the file is registered: nothing is read twice
+    assert second.ok
+    assert ws.query("SELECT count(*) AS n FROM bronze.raw_sales").to_pylist() == [{"n": 2}]
+    (landing / "b.csv").write_text("id,amount\n3,30\n")
+    assert ws.run().ok
+    assert ws.query("SELECT count(*) AS n FROM bronze.raw_sales").to_pylist() == [{"n": 3}]
+
+
+def test_failing_python_pipeline_reports_its_error(tmp_path: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "py")
+    write_files(
+        root,
+        {
+            "pipelines/bronze/bad.py": """
+                from ratatouille import pipeline, rat
+
+                @pipeline(layer="bronze")
+                def bad():
+                    rat.append("bronze.bad", [{"x": 1}])
+                    raise ValueError("the API said no")
+            """
+        },
+    )
+    ws = open_ws(root)
+    result = ws.run()
+    assert not result.ok
+    assert result.nodes[0].error == "ValueError: the API said no"
+    assert ws.tables() == []  # its write was never published
+
+
+def test_unit_tests_pass_and_fail(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    write_files(
+        local_pipeline_root,
+        {
+            "pipelines/gold/by_customer.yaml": """
+                unit_tests:
+                  - name: sums_per_customer
+                    given:
+                      silver.orders:
+                        - {customer: 1, amount: 2.5}
+                        - {customer: 1, amount: 1.5}
+                        - {customer: 2, amount: 7}
+                    expect:
+                      - {customer: 1, orders: 2, total: 4.0}
+                      - {customer: 2, orders: 1, total: 7}
+                  - name: wrong_on_purpose
+                    given:
+                      silver.orders: [{customer: 1, amount: 1}]
+                    expect:
+                      - {customer: 1, orders: 5}
+            """
+        },
+    )
+    ws = open_ws(local_pipeline_root)
+    results = {r.name: r for r in ws.test(unit=True)}
+    assert results["sums_per_customer"].passed
+    assert not results["wrong_on_purpose"].passed
+    assert results["wrong_on_purpose"].missing == [{"customer": 1, "orders": 5}]
+    assert results["wrong_on_purpose"].unexpected == [{"customer": 1, "orders": 1}]
+
+
+def test_data_tests_on_published_tables(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    results = ws.test(["silver.orders"])
+    assert {r.name for r in results} == {"not_null(order_key)", "unique(order_key)", "non_negative(amount)"}
+    assert all(r.status == "pass" for r in results)
+
+
+def test_freshness_from_commit_times(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    write_files(
+        local_pipeline_root,
+        {"pipelines/gold/by_customer.yaml": "freshness: {warn_after: {minutes: 0}, error_after: {hours: 1}}\n"},
+    )
+    ws = open_ws(local_pipeline_root)
+    assert [r.status for r in ws.freshness()] == ["never"]
+    assert ws.run().ok
+    (result,) = ws.freshness()
+    assert result.status == "warn" and result.age_hours is not None and result.age_hours < 1
+
+
+def test_view_models_are_queryable(local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    write_files(
+        local_pipeline_root,
+        {
+            "pipelines/gold/big_customers.sql": "-- @materialized: view\nSELECT * FROM {{ ref('gold.by_customer') }} WHERE total > 1500"
+        },
+    )
+    ws = open_ws(local_pipeline_root)
+    result = ws.run()
+    assert result.ok, result
+    assert "gold.big_customers" not in [t.short for t in ws.tables()]
+    assert ws.query("SELECT count(*) AS n FROM gold.big_customers").to_pylist() == [{"n": 2}]
+
+
+def test_incompatible_change_suggests_full_refresh(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    write_files(
+        local_pipeline_root,
+        {
+            "pipelines/silver/orders.sql": """
+                -- @materialized: incremental
+                -- @unique_key: order_key
+                SELECT order_key, id, customer, 'n/a' AS amount, ts FROM {{ ref('bronze.orders') }}
+                {% if is_incremental() %} WHERE ts > {{ watermark('ts') }} {% endif %}
+            """
+        },
+    )
+    result = ws.run(["silver.orders"], variables={"n": 110})
+    silver = next(n for n in result.nodes if n.key == "silver.orders")
+    assert silver.status == "failed" and "--full-refresh" in (silver.error or "")
+
+
+def test_independent_models_run_in_parallel(tmp_path: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "par", "engine: {max_parallel_pipelines: 4}\n")
+    write_files(
+        root, {f"pipelines/silver/m{i}.sql": f"SELECT range AS id, {i} AS m FROM range(1000)" for i in range(6)}
+    )
+    ws = open_ws(root)
+    seen: list[tuple[str, str]] = []
+    result = ws.run(progress=lambda event, node: seen.append((event, node.key)))
+    assert result.ok
+    # Several models were started before the first one finished.
+    first_finish = next(i for i, (event, _) in enumerate(seen) if event != "started")
+    assert first_finish >= 2
+    assert len(ws.tables()) == 6
