@@ -55,6 +55,9 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
         if not files:
             ctx.state.log(ctx.run_id, "INFO", "no new files", node.key)
             return result
+    from datetime import UTC, datetime
+
+    ingested_at = datetime.now(UTC)
     setattr(connector, "con", con)  # noqa: B010 - connectors may use the run's connection
     outputs = list(connector.read(ReadContext(state=state, log=log)))
     quarantined: list[dict[str, Any]] = []
@@ -64,7 +67,8 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
         quarantined.extend(output.quarantine)
     for table, group in by_table.items():
         key = node.key if not table else f"{node.key}_{table}"
-        reader = _one_stream(group)
+        extra = {} if config.type == "files" else {"_source": config.name, "_ingested_at": ingested_at}
+        reader = _one_stream(group, extra)
         if reader is None:
             continue
         first = group[0]
@@ -108,14 +112,18 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def _one_stream(outputs: list[Output]) -> pa.RecordBatchReader | None:
-    """All outputs of one table as one stream, each batch aligned to their unified schema."""
+def _one_stream(outputs: list[Output], extra: dict[str, Any]) -> pa.RecordBatchReader | None:
+    """All outputs of one table as one stream, each batch aligned to their unified schema, with
+    the ``extra`` constant columns (``_source``, ``_ingested_at``) added."""
     import pyarrow as pa
 
     schemas = [o.schema for o in outputs if o.schema is not None]
     if not schemas:
         return None
     schema = pa.unify_schemas(schemas, promote_options="permissive")
+    for name, value in extra.items():
+        if schema.get_field_index(name) < 0:
+            schema = schema.append(pa.field(name, pa.scalar(value).type))
 
     def batches() -> Iterator[pa.RecordBatch]:
         for output in outputs:
@@ -123,7 +131,9 @@ def _one_stream(outputs: list[Output]) -> pa.RecordBatchReader | None:
                 columns = []
                 for f in schema:
                     index = batch.schema.get_field_index(f.name)
-                    if index < 0:
+                    if index < 0 and f.name in extra:
+                        columns.append(pa.array([extra[f.name]] * batch.num_rows, f.type))
+                    elif index < 0:
                         columns.append(pa.nulls(batch.num_rows, f.type))
                     else:
                         columns.append(batch.column(index).cast(f.type))
