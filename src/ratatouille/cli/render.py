@@ -257,7 +257,9 @@ class RunProgress:
             return
         mark = _MARK.get(result.status, "?")
         details = []
-        if result.status == "success":
+        if result.up_to_date:
+            details.append("[dim]up to date[/dim]")
+        elif result.status == "success":
             details.append(f"{result.rows_written:,} rows")
             if result.rows_deleted:
                 details.append(f"{result.rows_deleted:,} replaced")

@@ -59,6 +59,7 @@ class NodeResult:
     watermark: str | None = None
     error: str | None = None
     tests: list[TestResult] = field(default_factory=list)
+    up_to_date: bool = False  # skipped: its definition and inputs did not change since it was built
 
 
 @dataclass
@@ -95,6 +96,7 @@ class RunContext:
     bases: dict[str, int | None]  # table key -> main snapshot at run start (published tables)
     touched: dict[str, TableRef] = field(default_factory=dict)  # tables written to the branch
     stages: dict[str, str] = field(default_factory=dict)  # new table key -> hidden stage name
+    changed: set[str] = field(default_factory=set)  # tables that got a new snapshot in this run
     owners: dict[str, str] = field(default_factory=dict)  # table key -> node that wrote it
     after_publish: list[Callable[[], None]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -118,6 +120,8 @@ class RunContext:
         with self.lock:
             self.touched[key] = ref
             self.owners.setdefault(key, owner)
+            if result.committed:
+                self.changed.add(key)
         return result
 
     def ref(self, key: str) -> TableRef:
@@ -146,9 +150,7 @@ class RunContext:
             table = catalog.load_table(ref.identifier) if catalog.table_exists(ref.identifier) else None
             current = table.current_snapshot() if table is not None else None
             if table is not None and current is not None:
-                base = current.snapshot_id
-                if table.snapshot_by_name(self.branch) is None:
-                    table.manage_snapshots().create_branch(base, self.branch).commit()
+                base = current.snapshot_id  # the writer creates the branch here, with its first commit
             else:
                 if table is not None:  # an empty leftover (no snapshot): replaced on publish
                     catalog.drop_table(ref.identifier)
@@ -205,10 +207,14 @@ class Runner:
         results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
         for key in order:
             self.state.node_update(run_id, key, kind=results[key].kind, status="pending")
+        self._views_ready = False
+        self.locations = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
+        self.previous = {} if self.full_refresh else self.state.node_states(self.workspace)
         try:
-            self._snapshot_views(order)
             self._execute(ctx, order, results)
             published, error = self._publish(ctx, results)
+            if error is None:
+                self._remember_inputs(ctx, results)
         except BaseException as exc:
             self._cleanup_branches(ctx)
             self.state.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
@@ -261,6 +267,7 @@ class Runner:
         con = self.con.cursor()
         try:
             if node.kind == "source":
+                self._ensure_views()
                 if self.source_runner is None:
                     raise PipelineError(f"source `{node.name}` cannot run: no ingestion is configured")
                 outcome = self.source_runner(ctx, node, con)
@@ -271,6 +278,11 @@ class Runner:
                 model = node.payload
                 assert isinstance(model, Model)
                 result.materialized = model.materialized.value
+                if self._is_up_to_date(ctx, node, model):
+                    result.up_to_date = True
+                    result.status = "success"
+                    return self._record(ctx, node, result, started)
+                self._ensure_views()
                 if model.kind == "python":
                     self._run_python(ctx, model, result, con)
                 else:
@@ -293,6 +305,9 @@ class Runner:
             log.debug("node %s failed", node.key, exc_info=True)
         finally:
             con.close()
+        return self._record(ctx, node, result, started)
+
+    def _record(self, ctx: RunContext, node: Node, result: NodeResult, started: float) -> NodeResult:
         result.duration_s = time.perf_counter() - started
         self.state.node_update(
             ctx.run_id,
@@ -311,6 +326,56 @@ class Runner:
         if result.error:
             self.state.log(ctx.run_id, "ERROR", result.error, node.key)
         return result
+
+    # -- change detection -----------------------------------------------------------------
+
+    def fingerprint(self, model: Model) -> str:
+        """What defines a model's output besides its inputs: its SQL, config, macros and vars."""
+        import hashlib
+        import json
+
+        parts = [
+            model.sql or "",
+            model.config.model_dump_json(),
+            json.dumps(self.graph.compiler.macros, sort_keys=True),
+            json.dumps({**self.graph.vars, **model.config.vars}, sort_keys=True, default=str),
+        ]
+        return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+    def _is_up_to_date(self, ctx: RunContext, node: Node, model: Model) -> bool:
+        """A SQL table or incremental model whose definition, inputs and own table are all as they
+        were when it was last built has nothing new to compute (SQLMesh-style no-op)."""
+        if ctx.full_refresh or model.kind != "sql" or model.materialized == Materialized.VIEW:
+            return False
+        previous = self.previous.get(node.key)
+        if previous is None or previous["fingerprint"] != self.fingerprint(model):
+            return False
+        if previous["output"] is None or previous["output"] != self.locations.get(node.key):
+            return False
+        inputs = previous["inputs"]
+        for up in node.upstream:
+            if up in ctx.changed or inputs.get(up) != self.locations.get(up):
+                return False
+        return True
+
+    def _remember_inputs(self, ctx: RunContext, results: dict[str, NodeResult]) -> None:
+        """After a published run: what each successful SQL model was built from."""
+        end = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
+        states = {}
+        for key, result in results.items():
+            model = self.graph.models.get(key)
+            if result.status != "success" or model is None or model.kind != "sql":
+                continue
+            if model.materialized == Materialized.VIEW:
+                continue
+            node = self.graph.dag.nodes[key]
+            states[key] = {
+                "fingerprint": self.fingerprint(model),
+                "inputs": {up: end.get(up) for up in node.upstream},
+                "output": end.get(key),
+            }
+        if states:
+            self.state.save_node_states(self.workspace, states, ctx.run_id)
 
     def _compile_context(self, ctx: RunContext, model: Model, con: duckdb.DuckDBPyConnection) -> CompileContext:
         this = self.relation(model.key)
@@ -465,8 +530,15 @@ class Runner:
             return ".".join(quote(p) for p in parts)
         return f"{quote(self.db)}.{quote(parts[0])}.{quote(parts[1])}"
 
-    def _snapshot_views(self, order: list[str]) -> None:
-        """Views of every table of the workspace at ``main`` as of now, in a database of this run."""
+    def _ensure_views(self) -> None:
+        with self._view_lock:
+            if not self._views_ready:
+                self._snapshot_views()
+                self._views_ready = True
+
+    def _snapshot_views(self) -> None:
+        """Views of every table of the workspace at ``main`` as of the run's start, in a database of
+        this run (created when the first node needs them: an up-to-date run never pays for it)."""
         from ratatouille.engine import load_extensions
 
         load_extensions(self.con, "iceberg")
@@ -528,6 +600,8 @@ class Runner:
             )
 
     def _drop_views(self) -> None:
+        if not self._views_ready:
+            return
         try:
             self.con.execute("USE memory")
             self.con.execute(f"DETACH DATABASE IF EXISTS {quote(self.db)}")

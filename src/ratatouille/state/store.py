@@ -35,6 +35,7 @@ class _Tables:
     logs: Table
     files: Table
     source_state: Table
+    node_state: Table
 
 
 def _tables() -> _Tables:
@@ -131,7 +132,18 @@ def _tables() -> _Tables:
         Column("state", JSON, nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
     )
-    return _Tables(md, runs, model_runs, test_results, logs, files, source_state)
+    node_state = Table(
+        "rat_node_state",
+        md,
+        Column("workspace", String(200), primary_key=True),
+        Column("node", String(300), primary_key=True),
+        Column("fingerprint", String(80), nullable=False),
+        Column("inputs", JSON, nullable=False),  # upstream table -> metadata location it was built from
+        Column("output", Text),  # its own table's metadata location after the run
+        Column("run_id", String(40)),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    return _Tables(md, runs, model_runs, test_results, logs, files, source_state, node_state)
 
 
 class StateStore:
@@ -360,3 +372,44 @@ class StateStore:
                     updated_at=now(),
                 )
             )
+
+    # -- change detection -----------------------------------------------------------------
+
+    def node_states(self, workspace: str) -> dict[str, dict[str, Any]]:
+        """What each model was last built from (for skipping models that are up to date)."""
+        from sqlalchemy import select
+
+        t = self.t.node_state
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(t.c.workspace == workspace)).fetchall()
+        result = {}
+        for row in rows:
+            entry = dict(row._mapping)
+            if isinstance(entry["inputs"], str):
+                entry["inputs"] = json.loads(entry["inputs"])
+            result[row.node] = entry
+        return result
+
+    def save_node_states(self, workspace: str, states: dict[str, dict[str, Any]], run_id: str) -> None:
+        """Record what models were built from."""
+        t = self.t.node_state
+        with self.engine.begin() as conn:
+            for node, state in states.items():
+                conn.execute(t.delete().where(t.c.workspace == workspace, t.c.node == node))
+                conn.execute(
+                    t.insert().values(
+                        workspace=workspace,
+                        node=node,
+                        fingerprint=state["fingerprint"],
+                        inputs=state["inputs"],
+                        output=state["output"],
+                        run_id=run_id,
+                        updated_at=now(),
+                    )
+                )
+
+    def forget_node_states(self, workspace: str) -> None:
+        """Forget change detection (a full refresh rebuilds everything)."""
+        t = self.t.node_state
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.workspace == workspace))

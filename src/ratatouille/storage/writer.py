@@ -64,6 +64,7 @@ class WriteResult:
     files_removed: int = 0
     created: bool = False
     schema_changes: tuple[str, ...] = ()
+    committed: bool = True  # False when there was nothing to write (no new snapshot)
 
 
 @dataclass
@@ -110,8 +111,8 @@ class TableWriter:
             unique_key: with ``merge``, the key columns.
             partition_by: partition transforms for a new table (or a full overwrite).
             schema_drift: ``evolve`` adds new columns and widens types; ``fail`` refuses.
-            branch: write to this branch instead of ``main``. A new table is created without a
-                ``main`` snapshot, so readers do not see it until the branch is published.
+            branch: write to this branch instead of ``main``; a branch that does not exist yet is
+                created at ``main`` in the same commit.
             properties: extra snapshot summary properties (run ids, ...).
 
         Raises:
@@ -280,6 +281,18 @@ class TableWriter:
                     tx, schema, current, written.staged, keys, where
                 )
 
+        if not (removed or written.staged or written.rewritten or changes or created):
+            # Nothing to add or remove (e.g. an incremental run with no new rows): no commit,
+            # so the table, its history and every reader stay exactly as they were.
+            head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
+            return WriteResult(ref.short, mode, head.snapshot_id if head else None, 0, committed=False)
+        if branch and table.snapshot_by_name(branch) is None and table.current_snapshot() is not None:
+            # The branch starts at main, created in the same commit as its first write, so a
+            # write with nothing to commit leaves no trace at all.
+            from pyiceberg.table.update.snapshot import ManageSnapshots
+
+            main_id = table.current_snapshot().snapshot_id  # type: ignore[union-attr]
+            ManageSnapshots(tx).create_branch(main_id, branch).commit()
         with (
             tx.update_snapshot(snapshot_properties=props, branch=branch or "main").overwrite()
             if removed
@@ -518,7 +531,8 @@ def _new_schema(incoming: list[tuple[str, IcebergType]]) -> Schema:
 
 
 def _current_files(table: Table, branch: str | None) -> list[DataFile]:
-    snapshot = table.snapshot_by_name(branch) if branch else table.current_snapshot()
+    """The files of the branch (a branch that does not exist yet starts at ``main``)."""
+    snapshot = (table.snapshot_by_name(branch) if branch else None) or table.current_snapshot()
     if snapshot is None:
         return []
     return [task.file for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()]
