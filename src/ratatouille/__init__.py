@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ratatouille.models.loader import pipeline
     from ratatouille.project import Project
     from ratatouille.sdk import Rat, Result, rat
-    from ratatouille.storage.writer import WriteResult
+    from ratatouille.storage.results import WriteResult
     from ratatouille.workspace import Workspace
 
 __all__ = ["Project", "Rat", "RatatouilleError", "Result", "Workspace", "WriteResult", "pipeline", "rat"]
@@ -26,7 +26,7 @@ _LAZY = {
     "rat": "ratatouille.sdk",
     "pipeline": "ratatouille.models.loader",
     "Workspace": "ratatouille.workspace",
-    "WriteResult": "ratatouille.storage.writer",
+    "WriteResult": "ratatouille.storage.results",
 }
 
 

@@ -208,3 +208,8 @@ def literal(value: str) -> str:
 
 
 _literal = literal
+
+
+def quote(identifier: str) -> str:
+    """Quote a SQL identifier for DuckDB."""
+    return '"' + identifier.replace('"', '""') + '"'

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ratatouille.models.loader import pipeline
 from ratatouille.runs.context import current_scope
 from ratatouille.storage.reader import AsOf, parse_as_of
-from ratatouille.storage.writer import WriteResult
+from ratatouille.storage.results import WriteResult
 from ratatouille.workspace import Workspace
 
 if TYPE_CHECKING:

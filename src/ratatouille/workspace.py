@@ -20,7 +20,7 @@ from ratatouille.errors import QueryError, RatatouilleError, TableNotFoundError
 from ratatouille.project import Project
 from ratatouille.storage.catalog import TableRef
 from ratatouille.storage.reader import ALL_TABLES, AsOf, TableViews
-from ratatouille.storage.writer import Mode, SchemaDrift, TableWriter, WriteResult, current_partitioning
+from ratatouille.storage.results import Mode, SchemaDrift, WriteResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -265,7 +265,7 @@ class Workspace:
                 {"id": f.field_id, "name": f.name, "type": str(f.field_type), "required": f.required, "doc": f.doc}
                 for f in table.schema().fields
             ],
-            "partitioning": [str(p) for p in current_partitioning(table)],
+            "partitioning": [str(p) for p in _partitioning(table)],
             "snapshot_id": snapshot.snapshot_id if snapshot else None,
             "updated_at": _ms(snapshot.timestamp_ms) if snapshot else None,
             "rows": int(summary.get("total-records", 0)),
@@ -487,6 +487,8 @@ class Workspace:
             DataError: the data cannot be written as asked; nothing was written.
             CommitConflictError: other writers kept committing first.
         """
+        from ratatouille.storage.writer import TableWriter
+
         ref = self.resolve(name)
         keys = [unique_key] if isinstance(unique_key, str) else list(unique_key or [])
         with self._lock:
@@ -539,6 +541,12 @@ def _find_model(graph: Graph, name: str) -> Any:
     close = difflib.get_close_matches(name, sorted(graph.models), n=1)
     hint = f"; did you mean `{close[0]}`?" if close else ""
     raise ConfigError(f"no model `{name}`{hint} Models: {', '.join(sorted(graph.models)) or 'none'}")
+
+
+def _partitioning(table: Any) -> list[Any]:
+    from ratatouille.storage.writer import current_partitioning
+
+    return current_partitioning(table)
 
 
 def _q(identifier: str) -> str:

@@ -190,7 +190,7 @@ def test_independent_models_run_in_parallel(tmp_path: Path, open_ws: Callable[[P
     ws = open_ws(root)
     seen: list[tuple[str, str]] = []
     result = ws.run(progress=lambda event, node: seen.append((event, node.key)))
-    assert result.ok
+    assert result.ok, [(n.key, n.status, n.error) for n in result.nodes]
     # Several models were started before the first one finished.
     first_finish = next(i for i, (event, _) in enumerate(seen) if event != "started")
     assert first_finish >= 2

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ratatouille.engine import quote
 from ratatouille.models.config import ColumnTest, Severity
 from ratatouille.models.loader import Model
-from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ratatouille.engine import quote
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized
 from ratatouille.models.loader import Model
 from ratatouille.models.testing import TestResult, data_tests, run_test
 from ratatouille.runs.graph import Graph
-from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb

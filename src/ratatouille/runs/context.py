@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ratatouille.runs.runner import RunContext, Runner
-    from ratatouille.storage.writer import WriteResult
+    from ratatouille.storage.results import WriteResult
 
 current: contextvars.ContextVar[PipelineScope | None] = contextvars.ContextVar("rat_pipeline_scope", default=None)
 
@@ -94,7 +94,7 @@ def python_pipeline_scope(
     ctx: RunContext, model: Model, con: duckdb.DuckDBPyConnection, runner: Runner
 ) -> Iterator[PipelineScope]:
     """Bind the ``rat`` helpers to a run while a Python pipeline executes."""
-    from ratatouille.storage.types import quote
+    from ratatouille.engine import quote
 
     landing = Landing(runner.landing, runner.lakehouse.config.storage.s3)
     scope = PipelineScope(ctx, model, con, runner, landing)

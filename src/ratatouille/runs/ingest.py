@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from ratatouille.connectors.base import Output, ReadContext, SourceConfig
 from ratatouille.connectors.registry import connector_class
+from ratatouille.engine import quote
 from ratatouille.errors import ConnectorError
 from ratatouille.runs.dag import Node
 from ratatouille.storage.files import FileInfo, Landing
-from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb

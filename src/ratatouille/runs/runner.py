@@ -24,6 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ratatouille.engine import quote
 from ratatouille.errors import CommitConflictError, ConfigError, PipelineError, RatatouilleError, TestFailure
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized, Strategy
@@ -34,8 +35,7 @@ from ratatouille.runs.graph import Graph
 from ratatouille.state.store import StateStore
 from ratatouille.storage.catalog import Lakehouse, TableRef
 from ratatouille.storage.publish import Publication, fault, publish
-from ratatouille.storage.types import quote
-from ratatouille.storage.writer import Mode, TableWriter, WriteResult
+from ratatouille.storage.results import Mode, WriteResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -113,6 +113,8 @@ class RunContext:
         ref = self.ref(key)
         owner = options.pop("owner", None) or key
         self.prepare_branch(key)
+        from ratatouille.storage.writer import TableWriter
+
         writer = TableWriter(self.lakehouse, con)
         properties = {"rat.run_id": self.run_id, "rat.node": key, **options.pop("properties", {})}
         target, branch = self.target(key)
@@ -646,6 +648,8 @@ class Runner:
     def _cleanup_branches(self, ctx: RunContext) -> None:
         """Remove this run's audit branches that were not published; drop tables this run created
         that never got a published snapshot."""
+        if not ctx.touched:
+            return
         catalog = self.lakehouse.catalog
         for key, ref in ctx.touched.items():
             try:

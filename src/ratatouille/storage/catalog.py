@@ -7,6 +7,7 @@ listing tables, so opening a query session does not load every table's metadata.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -71,6 +72,8 @@ class Lakehouse:
         else:
             self.warehouse = str((root / warehouse).resolve())
         self.is_s3 = self.warehouse.startswith(("s3://", "s3a://"))
+        self._lock = threading.Lock()
+        self._namespaces: set[tuple[str, str]] = set()
 
     def io_properties(self) -> dict[str, str]:
         """PyIceberg FileIO properties for the warehouse."""
@@ -113,6 +116,7 @@ class Lakehouse:
     def close(self) -> None:
         """Release catalog connections (the SQL catalog keeps a connection pool)."""
         catalog = self.__dict__.pop("catalog", None)
+        self._namespaces.clear()
         engine = getattr(catalog, "engine", None)
         if engine is not None:
             engine.dispose()
@@ -122,8 +126,17 @@ class Lakehouse:
         return f"{self.warehouse}/{workspace}/{layer}/{final_name(name)}"
 
     def ensure_namespace(self, workspace: str, layer: str) -> None:
-        """Create ``workspace.layer`` if it does not exist."""
-        self.catalog.create_namespace_if_not_exists((workspace, layer))
+        """Create ``workspace.layer`` if it does not exist (safe when several writers race)."""
+        if (workspace, layer) in self._namespaces:
+            return
+        with self._lock:
+            try:
+                self.catalog.create_namespace_if_not_exists((workspace, layer))
+            except Exception:
+                # Another thread or process created it between the check and the insert.
+                if (workspace, layer) not in {tuple(n) for n in self.catalog.list_namespaces(workspace)}:
+                    raise
+            self._namespaces.add((workspace, layer))
 
     def list_tables(self, workspace: str | None = None) -> list[TableRef]:
         """Every table (of one workspace, or all), with its current metadata location.

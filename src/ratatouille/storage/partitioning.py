@@ -22,8 +22,8 @@ from pyiceberg.transforms import (
     YearTransform,
 )
 
+from ratatouille.engine import quote
 from ratatouille.errors import SchemaError
-from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb

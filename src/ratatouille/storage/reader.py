@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ratatouille.engine import literal, load_extensions
+from ratatouille.engine import literal, load_extensions, quote
 from ratatouille.errors import QueryError
 from ratatouille.storage.catalog import TableRef
-from ratatouille.storage.types import quote
 
 if TYPE_CHECKING:
     import duckdb

@@ -33,6 +33,7 @@ from pyiceberg.types import (
     UUIDType,
 )
 
+from ratatouille.engine import quote
 from ratatouille.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -153,11 +154,6 @@ def to_duckdb(iceberg_type: IcebergType) -> str:
     if isinstance(iceberg_type, MapType):
         return f"MAP({to_duckdb(iceberg_type.key_type)}, {to_duckdb(iceberg_type.value_type)})"
     raise SchemaError(f"Iceberg type {iceberg_type} is not supported by Ratatouille yet")
-
-
-def quote(identifier: str) -> str:
-    """Quote a SQL identifier for DuckDB."""
-    return '"' + identifier.replace('"', '""') + '"'
 
 
 def can_promote(source: IcebergType, target: IcebergType) -> bool:

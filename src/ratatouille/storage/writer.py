@@ -27,12 +27,13 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from ratatouille.engine import quote
 from ratatouille.errors import CommitConflictError, DataError, SchemaError
 from ratatouille.storage import partitioning, types
 from ratatouille.storage.catalog import Lakehouse, TableRef
-from ratatouille.storage.types import quote
+from ratatouille.storage.results import KEYED, Mode, SchemaDrift, WriteResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -45,26 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["append", "overwrite", "merge", "delete+insert"]
-KEYED = ("merge", "delete+insert")
-SchemaDrift = Literal["evolve", "fail"]
 TARGET_FILE_SIZE = "256MB"
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    """What one write did."""
-
-    table: str
-    operation: str
-    snapshot_id: int | None
-    rows_written: int
-    rows_deleted: int = 0
-    files_added: int = 0
-    files_removed: int = 0
-    created: bool = False
-    schema_changes: tuple[str, ...] = ()
-    committed: bool = True  # False when there was nothing to write (no new snapshot)
 
 
 @dataclass

@@ -1,0 +1,26 @@
+"""What a write is asked to do and what it did (light: no PyIceberg import)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["append", "overwrite", "merge", "delete+insert"]
+KEYED = ("merge", "delete+insert")
+SchemaDrift = Literal["evolve", "fail"]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one write did."""
+
+    table: str
+    operation: str
+    snapshot_id: int | None
+    rows_written: int
+    rows_deleted: int = 0
+    files_added: int = 0
+    files_removed: int = 0
+    created: bool = False
+    schema_changes: tuple[str, ...] = ()
+    committed: bool = True  # False when there was nothing to write (no new snapshot)
