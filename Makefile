@@ -23,6 +23,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 env: $(VENV)/.synced  ## create or update the environment
 
 demo: env  ## the whole POS example, end to end
+	rm -rf demo
 	$(RAT) demo demo
 
 test: env lint types imports  ## lint, types, import contract and the full test suite: what CI runs

@@ -99,3 +99,11 @@ def test_unknown_workspace_lists_the_existing_ones(tmp_path: Path) -> None:
     project = Project.load(write_project(tmp_path))
     with pytest.raises(ConfigError, match="workspace `nope` does not exist; workspaces: default"):
         project.workspace_config("nope")
+
+
+def test_unrelated_rat_variables_are_ignored_and_bad_overrides_are_named(tmp_path: Path) -> None:
+    write_project(tmp_path)
+    config = load_project_config(tmp_path, env={"RAT_FOO": "1", "RAT_MODE": "x"})
+    assert config.name == "test"
+    with pytest.raises(ConfigError, match=r"environment variable RAT_SERVER__PORT: server.port:"):
+        load_project_config(tmp_path, env={"RAT_SERVER__PORT": "abc"})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -194,14 +194,21 @@ def interpolate_env(
     return _ENV_REF.sub(replace, data)
 
 
-def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Apply ``RAT_<SECTION>__<KEY>=value`` overrides; values are parsed as YAML scalars."""
+def apply_env_overrides(
+    data: dict[str, Any], env: Mapping[str, str], sections: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Apply ``RAT_<SECTION>__<KEY>=value`` overrides; values are parsed as YAML scalars.
+
+    Only variables whose first part names a top-level key (``sections``) count, so an unrelated
+    ``RAT_SOMETHING`` in the environment is ignored.
+    """
     result = _deep_copy(data)
+    known = set(sections) if sections is not None else set(ProjectConfig.model_fields)
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or name in ("RAT_PROJECT", "RAT_WORKSPACE"):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        if not path:
+        if not path or path[0] not in known:
             continue
         try:
             value = yaml.safe_load(raw) if raw else raw
@@ -292,7 +299,13 @@ def load_project_config(root: Path, env: Mapping[str, str] | None = None) -> Pro
         raise ConfigError([Problem(str(path), 1, "", "must be a mapping of keys to values")])
     data = interpolate_env(data or {}, str(path), lines, problems, env)
     data = apply_env_overrides(data, env)
-    config = validate(ProjectConfig, data, str(path), lines, problems)
+    found: list[Problem] = []
+    config = validate(ProjectConfig, data, str(path), lines, found)
+    for problem in found:
+        variable = ENV_PREFIX + "__".join(problem.key.split(".")).upper()
+        if variable in env:  # the bad value came from the environment, not the file
+            problem = Problem(f"environment variable {variable}", None, problem.key, problem.message)
+        problems.append(problem)
     if problems:
         raise ConfigError(problems)
     assert isinstance(config, ProjectConfig)

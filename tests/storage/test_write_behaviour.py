@@ -236,3 +236,19 @@ def test_branch_writes_do_not_touch_main(workspace: Workspace) -> None:
 def test_workspace_qualified_names(workspace: Workspace) -> None:
     workspace.append("gold.kpi", "SELECT 7 AS v")
     assert workspace.query('SELECT v FROM "default".gold.kpi').column("v")[0].as_py() == 7
+
+
+def test_python_numbers_fit_decimal_columns(workspace: Workspace) -> None:
+    workspace.append("silver.prices", "SELECT 1 AS id, 12.50::DECIMAL(10, 2) AS price")
+    workspace.append("silver.prices", [{"id": 2, "price": 7.25}, {"id": 3, "price": 3}])
+    assert workspace.query("SELECT sum(price) AS s FROM silver.prices").to_pylist() == [{"s": Decimal("22.75")}]
+    with pytest.raises(DataError, match="cannot write the data"):
+        workspace.append("silver.prices", [{"id": 4, "price": 1e20}])
+    assert count(workspace, "silver.prices") == 3
+
+
+def test_history_counts_logical_rows(workspace: Workspace) -> None:
+    workspace.append("silver.h", "SELECT range AS id, 'a' AS v FROM range(300)")
+    workspace.merge("silver.h", "SELECT 5 AS id, 'b' AS v", unique_key="id")
+    latest = workspace.history("silver.h")[0]
+    assert (latest["added_rows"], latest["deleted_rows"], latest["total_rows"]) == (1, 1, 300)

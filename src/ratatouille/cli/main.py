@@ -137,7 +137,9 @@ def cli() -> None:
 @global_options
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--empty", is_flag=True, help="Only the skeleton, without the POS example.")
-@click.option("--rows", default=20_000, show_default=True, help="Sample sales rows for the POS example.")
+@click.option(
+    "--rows", default=20_000, show_default=True, help="Sample sales rows for the POS example (not with --empty)."
+)
 @click.option("--force", is_flag=True, help="Write into a non-empty directory.")
 @click.pass_context
 def init(ctx: click.Context, directory: Path, empty: bool, rows: int, force: bool) -> None:
@@ -165,6 +167,7 @@ def demo(ctx: click.Context, directory: Path, rows: int, force: bool) -> None:
 
 
 @cli.group()
+@global_options
 def sample() -> None:
     """Write sample data into the landing zone."""
 

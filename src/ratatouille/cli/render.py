@@ -153,7 +153,8 @@ def describe(info: dict[str, Any], as_json: bool) -> None:
     out.print(f"[bold]{info['table']}[/bold]  {info['location']}")
     size = _size(info["bytes"])
     out.print(
-        f"{info['rows']:,} rows in {info['files']} files ({size}); snapshot {info['snapshot_id']} "
+        f"{info['rows']:,} rows in {info['files']} file{'s' if info['files'] != 1 else ''} ({size}); "
+        f"snapshot {info['snapshot_id']} "
         f"at {info['updated_at']}"
     )
     out.print("Partitioned by: " + (", ".join(info["partitioning"]) or "nothing"))

@@ -85,8 +85,7 @@ class Lakehouse:
             props["s3.access-key-id"] = s3.access_key_id
         if s3.secret_access_key:
             props["s3.secret-access-key"] = s3.secret_access_key.get_secret_value()
-        if s3.path_style:
-            props["s3.force-virtual-addressing"] = "false"
+        props["s3.force-virtual-addressing"] = "false" if s3.path_style else "true"
         return props
 
     @cached_property

@@ -202,13 +202,20 @@ def diff(table: Schema, incoming: list[tuple[str, IcebergType]]) -> SchemaDiff:
         old = by_name.get(name)
         if old is None:
             added.append((name, new))
-        elif _same_shape(old, new) or can_promote(new, old):
+        elif _same_shape(old, new) or can_promote(new, old) or _fits_numeric(new, old):
             continue  # the data fits: DuckDB casts it to the table's type
         elif can_promote(old, new):
             widened.append((name, old, new))
         else:
             incompatible.append((name, old, new))
     return SchemaDiff(added, widened, incompatible)
+
+
+def _fits_numeric(new: IcebergType, old: IcebergType) -> bool:
+    """Numbers written into a decimal or floating column are cast (DuckDB refuses overflows),
+    so ``[{"price": 12.5}]`` can go into a ``decimal(10, 2)`` column."""
+    numbers = (IntegerType, LongType, FloatType, DoubleType, DecimalType)
+    return isinstance(new, numbers) and isinstance(old, DecimalType | DoubleType | FloatType)
 
 
 def _same_shape(old: IcebergType, new: IcebergType) -> bool:

@@ -268,6 +268,8 @@ class TableWriter:
             # so the table, its history and every reader stay exactly as they were.
             head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
             return WriteResult(ref.short, mode, head.snapshot_id if head else None, 0, committed=False)
+        # Logical row counts: Iceberg's own summary counts every row of every rewritten file.
+        props = {**props, "rat.rows-written": str(written.rows), "rat.rows-replaced": str(rows_deleted)}
         if branch and table.snapshot_by_name(branch) is None and table.current_snapshot() is not None:
             # The branch starts at main, created in the same commit as its first write, so a
             # write with nothing to commit leaves no trace at all.

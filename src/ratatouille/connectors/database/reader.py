@@ -719,9 +719,10 @@ def _no_table(
     candidates = listed + [name.split(".", 1)[1] for name in listed if "." in name]
     close = get_close_matches(table, candidates, n=1, cutoff=0.6)
     hint = f"; did you mean `{close[0]}`?" if close else "."
-    shown = ", ".join(listed[:MAX_LISTED]) + (" ..." if len(listed) > MAX_LISTED else "")
-    tables = f" Tables: {shown}" if listed else " The database has no tables this user can see."
+    shown = ", ".join(listed[:MAX_LISTED]) + (", ..." if len(listed) > MAX_LISTED else "")
+    tables = f" Tables: {shown}." if listed else " The database has no tables this user can see."
+    folding = " (PostgreSQL folds unquoted names to lower case)" if config.type == "postgres" else ""
     return (
         f"source `{config.name}`: table `{table}` does not exist in database `{database}` on "
-        f"{info.host}:{info.port}{hint}{tables} Check `table` (PostgreSQL folds unquoted names to lower case)."
+        f"{info.host}:{info.port}{hint}{tables} Check `table`{folding}."
     )
