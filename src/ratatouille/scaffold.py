@@ -118,22 +118,24 @@ class DemoResult:
     """What ``rat demo`` built and what to look at next."""
 
     root: Path
-    loaded: dict[str, int]
+    run_id: str
+    ok: bool
+    nodes: list[tuple[str, str, int]]  # key, status, rows written
     preview_sql: str
     preview: list[dict[str, object]]
 
 
 DEMO_PREVIEW = """
-SELECT store_id, count(*) AS transactions, round(sum(try_cast(total_amount AS DECIMAL(12, 2))), 2) AS revenue
-FROM bronze.sales
-GROUP BY store_id
-ORDER BY revenue DESC NULLS LAST
-LIMIT 5
+SELECT region, sum(revenue) AS revenue, sum(transactions) AS transactions,
+       round(sum(revenue) / sum(transactions), 2) AS avg_basket
+FROM gold.daily_sales_kpis
+GROUP BY region
+ORDER BY revenue DESC
 """.strip()
 
 
 def run_demo(directory: Path, *, rows: int = 200_000, force: bool = False) -> DemoResult:
-    """Create the POS example project, load its sample files into bronze tables and query them.
+    """Create the POS example project, run its pipelines end to end and query a gold table.
 
     Raises:
         RatatouilleError: the directory is not empty (without ``force``) or a step fails.
@@ -142,13 +144,10 @@ def run_demo(directory: Path, *, rows: int = 200_000, force: bool = False) -> De
 
     created = create_project(directory, example=True, rows=rows, force=force)
     workspace = Workspace.open(created.root)
-    loaded: dict[str, int] = {}
-    for name in ("stores", "products", "sales"):
-        result = workspace.overwrite(
-            f"bronze.{name}",
-            f"SELECT * FROM read_csv('data/landing/{name}/*.csv', union_by_name = true, filename = true)",
-        )
-        loaded[f"bronze.{name}"] = result.rows_written
-    preview = workspace.query(DEMO_PREVIEW).to_pylist()
-    workspace.close()
-    return DemoResult(created.root, loaded, DEMO_PREVIEW, preview)
+    try:
+        result = workspace.run(trigger="demo")
+        nodes = [(n.key, n.status, n.rows_written) for n in result.nodes]
+        preview = workspace.query(DEMO_PREVIEW).to_pylist() if result.ok else []
+    finally:
+        workspace.close()
+    return DemoResult(created.root, result.run_id, result.ok, nodes, DEMO_PREVIEW, preview)

@@ -219,12 +219,15 @@ def sample_summary(summary: SampleSummary, as_json: bool) -> None:
 def demo_summary(result: DemoResult, as_json: bool) -> None:
     """``rat demo``."""
     if as_json:
-        emit_json({"project": str(result.root), "loaded": result.loaded, "preview": result.preview})
+        emit_json({"project": str(result.root), "run_id": result.run_id, "ok": result.ok, "preview": result.preview})
         return
     out = console()
-    out.print(f"[green]Created the POS example in {result.root}[/green]")
-    for table, rows in result.loaded.items():
-        out.print(f"  loaded {table}: {rows:,} rows")
+    out.print(f"[green]Created the POS example in {result.root}[/green] and ran its pipelines:")
+    for key, status, rows in result.nodes:
+        out.print(f"  {_MARK.get(status, '?')} {key}: {rows:,} rows")
+    if not result.ok:
+        out.print(f"[red]The run failed; see `rat logs {result.run_id}` in {result.root}[/red]")
+        return
     out.print(f"\n[bold]{result.preview_sql}[/bold]")
     columns = list(result.preview[0]) if result.preview else []
     table = _table(None, columns)
@@ -232,8 +235,10 @@ def demo_summary(result: DemoResult, as_json: bool) -> None:
         table.add_row(*(_cell(v) for v in row.values()))
     out.print(table)
     out.print(
-        f"Next:\n  cd {result.root}\n  rat tables\n  rat describe bronze.sales\n"
-        '  rat query "select payment_method, count(*) from bronze.sales group by 1"'
+        f"Next:\n  cd {result.root}\n  rat dag                          # sources and models\n"
+        '  rat tables\n  rat query "select * from gold.product_performance order by revenue_rank limit 10"\n'
+        "  rat runs && rat logs <run>       # what ran, rows, tests\n"
+        "  drop new CSVs into data/landing/sales/ and `rat run` again: only the new files are processed"
     )
 
 

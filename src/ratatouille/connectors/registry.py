@@ -43,9 +43,19 @@ def load_sources(workspace_dir: Path) -> dict[str, tuple[SourceConfig, Path]]:
     Raises:
         ConfigError: listing every problem found (file:line each).
     """
+    sources, problems, _declared = collect_sources(workspace_dir)
+    if problems:
+        raise ConfigError(problems)
+    return sources
+
+
+def collect_sources(workspace_dir: Path) -> tuple[dict[str, tuple[SourceConfig, Path]], list[Problem], set[str]]:
+    """The valid sources, and the problems of the invalid ones (a broken source still counts as
+    defined, so models reading it are not reported as reading nothing)."""
     folder = workspace_dir / "sources"
     problems: list[Problem] = []
     sources: dict[str, tuple[SourceConfig, Path]] = {}
+    declared: set[str] = set()
     for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
         try:
             data, lines = read_yaml(path)
@@ -56,6 +66,7 @@ def load_sources(workspace_dir: Path) -> dict[str, tuple[SourceConfig, Path]]:
             problems.append(Problem(str(path), 1, "", "must be a mapping of keys to values"))
             continue
         data.setdefault("name", path.stem)
+        declared.add(str(data["name"]))
         import os
 
         from ratatouille.config import interpolate_env
@@ -86,6 +97,4 @@ def load_sources(workspace_dir: Path) -> dict[str, tuple[SourceConfig, Path]]:
             )
             continue
         sources[config.name] = (config, path)
-    if problems:
-        raise ConfigError(problems)
-    return sources
+    return sources, problems, declared

@@ -128,30 +128,22 @@ def _norm(value: Any) -> Any:
 
 
 def _compare(key: str, name: str, expected: list[dict[str, Any]], got: list[dict[str, Any]]) -> UnitResult:
+    """Each expected row must match one returned row on the columns it names; every returned
+    row must be matched (order does not matter)."""
     columns = sorted({c for row in expected for c in row})
     if got and not set(columns) <= set(got[0]):
         missing = sorted(set(columns) - set(got[0]))
         return UnitResult(key, name, False, error=f"the model returns no column(s) {', '.join(missing)}")
-
-    def project(row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(_norm(row.get(c)) for c in columns)
-
-    want = [tuple(_norm(_parse(r.get(c))) for c in columns) for r in expected]
-    have = [project(r) for r in got]
-    missing_rows = list(want)
-    unexpected = []
-    for row in have:
-        if row in missing_rows:
-            missing_rows.remove(row)
+    remaining = [{c: _norm(row.get(c)) for c in columns} for row in got]
+    missing_rows = []
+    for row in expected:
+        want = {c: _norm(_parse(v)) for c, v in row.items()}
+        match = next((i for i, have in enumerate(remaining) if all(have[c] == v for c, v in want.items())), None)
+        if match is None:
+            missing_rows.append(want)
         else:
-            unexpected.append(row)
-    return UnitResult(
-        key,
-        name,
-        not missing_rows and not unexpected,
-        missing=[dict(zip(columns, r, strict=True)) for r in missing_rows],
-        unexpected=[dict(zip(columns, r, strict=True)) for r in unexpected],
-    )
+            remaining.pop(match)
+    return UnitResult(key, name, not missing_rows and not remaining, missing=missing_rows, unexpected=remaining)
 
 
 def _parse(value: Any) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ratatouille.connectors.base import SourceConfig
-from ratatouille.connectors.registry import load_sources
+from ratatouille.connectors.registry import collect_sources
 from ratatouille.errors import ConfigError, Problem
 from ratatouille.models.compiler import CompileContext, CompileProblem, Compiler, parse_error
 from ratatouille.models.loader import Model, collect_models, load_macros
@@ -49,12 +49,9 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
     import duckdb
 
     models, problems = collect_models(workspace_dir, layers)
-    try:
-        sources = load_sources(workspace_dir)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        sources = {}
-    compiler = Compiler(workspace, models, load_macros(workspace_dir), set(sources))
+    sources, source_problems, declared = collect_sources(workspace_dir)
+    problems.extend(source_problems)
+    compiler = Compiler(workspace, models, load_macros(workspace_dir), set(sources) | declared)
     nodes: dict[str, Node] = {}
     for name, (config, path) in sources.items():
         key = f"bronze.{name}"

@@ -118,7 +118,13 @@ class RunContext:
         writer = TableWriter(self.lakehouse, con)
         properties = {"rat.run_id": self.run_id, "rat.node": key, **options.pop("properties", {})}
         target, branch = self.target(key)
-        result = writer.write(target, source_sql, mode=mode, branch=branch, properties=properties, **options)
+        from ratatouille.engine import register_data
+
+        source, cleanup = register_data(con, source_sql)
+        try:
+            result = writer.write(target, source, mode=mode, branch=branch, properties=properties, **options)
+        finally:
+            cleanup()
         with self.lock:
             self.touched[key] = ref
             self.owners.setdefault(key, owner)
@@ -273,6 +279,9 @@ class Runner:
                 if self.source_runner is None:
                     raise PipelineError(f"source `{node.name}` cannot run: no ingestion is configured")
                 outcome = self.source_runner(ctx, node, con)
+                for key, owner in list(ctx.owners.items()):
+                    if owner == node.key:
+                        self._refresh_view(ctx, key, None, con)
                 result.rows_written = outcome.rows_written
                 result.rows_quarantined = outcome.rows_quarantined
                 result.snapshot_id = outcome.snapshot_id
@@ -289,6 +298,9 @@ class Runner:
                     self._run_python(ctx, model, result, con)
                 else:
                     self._run_sql(ctx, model, result, con)
+                for key, owner in list(ctx.owners.items()):
+                    if owner == node.key and key != node.key:
+                        self._refresh_view(ctx, key, None, con)
                 self._refresh_view(ctx, node.key, model, con)
                 self._run_tests(ctx, model, result, con)
             result.status = "success"
@@ -586,9 +598,9 @@ class Runner:
             return False
         return row is not None
 
-    def _refresh_view(self, ctx: RunContext, key: str, model: Model, con: duckdb.DuckDBPyConnection) -> None:
+    def _refresh_view(self, ctx: RunContext, key: str, model: Model | None, con: duckdb.DuckDBPyConnection) -> None:
         """After a node wrote its audit branch, downstream nodes and tests read that version."""
-        if model.materialized == Materialized.VIEW or key not in ctx.touched:
+        if (model is not None and model.materialized == Materialized.VIEW) or key not in ctx.changed:
             return
         target, branch = ctx.target(key)
         table = self.lakehouse.catalog.load_table(target.identifier)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 CONNECT_TIMEOUT_SECONDS = 10
-DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_MEMORY_LIMIT = "512MB"  # rows stream through; nothing is sorted or aggregated in DuckDB
 MAX_LISTED = 30
 _ALIAS = "rat_src"
 _SECRET = "rat_src_secret"
@@ -71,7 +72,6 @@ class _Plan:
     """What to run in DuckDB, and how to follow the cursor."""
 
     sql: str
-    columns: list[str]
     what: str  # for logs: "table public.customers" or "query"
     parallel: bool = False
     cursor_index: int | None = None
@@ -101,7 +101,7 @@ class DatabaseConnector(Connector):
         info = config.connection_info()
         batch_rows = config.batch_rows or ctx.batch_rows
         last = self._last_cursor(config, ctx)
-        session: _Session = _POSTGRES(config, info) if config.type == "postgres" else _MYSQL(config, info)
+        session: _Session = _PostgresSession(config, info) if config.type == "postgres" else _MySQLSession(config, info)
         started = time.perf_counter()
         try:
             plan = session.plan(last)
@@ -196,7 +196,7 @@ class DatabaseConnector(Connector):
             self.new_state = {"cursor": cursor_text(best), "cursor_column": incremental.cursor}
         if null_cursors and incremental is not None:
             ctx.log.warning(
-                "source %s: %d row(s) have a NULL %s; incremental reads never pick them up again",
+                "source %s: %d row(s) have a NULL %s; incremental reads skip them until it is set",
                 config.name,
                 null_cursors,
                 incremental.cursor,
@@ -404,7 +404,8 @@ class _PostgresSession(_Session):
         self._attach()
         from ratatouille.engine import literal
 
-        parallel = relkind == "r" and not has_domains and not converted and not where
+        # DuckDB matches names case-insensitively: mixed-case tables go through postgres_query.
+        parallel = relkind == "r" and not has_domains and not converted and not where and from_sql == from_sql.lower()
         if parallel:
             schema_name, table_name = _pg_split(from_sql)
             source = f"{_ALIAS}.{pg_ident(schema_name)}.{pg_ident(table_name)}"
@@ -414,9 +415,11 @@ class _PostgresSession(_Session):
             sql, duck_names = self._normalized_select(source)
         except Exception as exc:  # every driver error becomes a redacted ConnectorError
             raise self.error(exc, "describing the source") from None
-        plan = _Plan(sql=sql, columns=duck_names, what=what, parallel=parallel)
+        plan = _Plan(sql=sql, what=what, parallel=parallel)
         if converted:
-            plan.notes.append(f"read exactly as text or UTC time: {', '.join(converted)}")
+            plan.notes.append(
+                f"converted in PostgreSQL so that no value changes (see types.py): {', '.join(converted)}"
+            )
         if incremental is not None:
             self._cursor_position(plan, duck_names)
             cursor_column = next(c for c in columns if c.name == incremental.cursor)
@@ -524,7 +527,7 @@ class _MySQLSession(_Session):
             raise
         except Exception as exc:  # every driver error becomes a redacted ConnectorError
             raise self.error(exc, stage) from None
-        plan = _Plan(sql=sql, columns=duck_names, what=what)
+        plan = _Plan(sql=sql, what=what)
         if config.query is not None and any(t == "DOUBLE" for t in types):
             plan.notes.append(
                 "query columns read as DOUBLE: if one is a DECIMAL wider than 38 digits, CAST it AS CHAR to keep it exact"
@@ -598,8 +601,14 @@ class _MySQLSession(_Session):
     def _attach(self) -> None:
         from ratatouille.engine import literal
 
-        con = self._duckdb()
         info = self.info
+        if "socket" not in info.options:
+            # The MySQL client library has no connect timeout here: fail fast on an unreachable host.
+            try:
+                socket.create_connection((info.host, info.port), timeout=CONNECT_TIMEOUT_SECONDS).close()
+            except OSError as exc:
+                raise self.error(OSError(f"Can't connect: {exc.strerror or exc}"), "connecting") from None
+        con = self._duckdb()
         options = [f"HOST {literal(info.host)}", f"PORT {info.port}"]
         if info.user:
             options.append(f"USER {literal(info.user)}")
@@ -616,10 +625,6 @@ class _MySQLSession(_Session):
             con.execute(f"ATTACH {literal(dsn)} AS {_ALIAS} (TYPE mysql, SECRET {_SECRET}, READ_ONLY)")
         except Exception as exc:  # every driver error becomes a redacted ConnectorError
             raise self.error(exc, "connecting") from None
-
-
-_POSTGRES = _PostgresSession
-_MYSQL = _MySQLSession
 
 
 # --- messages -------------------------------------------------------------------------------------
@@ -697,6 +702,11 @@ def _explain(config: DatabaseSourceConfig, info: ConnectionInfo, detail: str, st
         return (
             f"{head}: lost the connection to the {label} server at {where} while {stage} ({detail}). "
             "Check that the server is up and reachable, then run again"
+        )
+    if "dimensions" in detail and "array" in detail:
+        return (
+            f"{head}: a PostgreSQL array column holds arrays of more than one dimension ({detail}). Read the "
+            "source with `query:` and cast that column to text (column::text)"
         )
     if _NO_PRIVILEGE.search(detail):
         return (

@@ -142,8 +142,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _error_text(exc: BaseException) -> str:
-    """A DuckDB error without its ``Invalid Input Error:`` prefix, on one line."""
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    """A DuckDB error without its ``Invalid Input Error:`` prefix and SQL excerpt, on one line."""
+    text = str(exc).strip().split("\nLINE ", 1)[0]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
     return re.sub(r"^[A-Za-z ]+ Error: ", "", text)[:2000]
 
 
@@ -973,6 +974,9 @@ class ParquetFile(FileRead):
         path = literal(self.spec.path)
         try:
             described = self.cur.execute(f"DESCRIBE SELECT * FROM read_parquet({path})").fetchall()
+            if self.spec.recover and described:
+                # Decode every value once: a corrupt page found mid-stream could not be set aside any more.
+                self.cur.execute(f"SELECT max(hash(COLUMNS(*))) FROM read_parquet({path})").fetchall()
             names = [str(r[0]) for r in described]
             casts = [(n, kind) for n in names if (kind := self.spec.column_type(n)) is not None]
             missing = [c for c in self.spec.columns if c.lower() not in {n.lower() for n in names}]

@@ -257,6 +257,7 @@ class FilesConnector(Connector):
         logger: logging.Logger,
     ) -> Iterator[pa.RecordBatch]:
         import duckdb
+        import pyarrow as pa
 
         try:
             rows = 0
@@ -272,7 +273,7 @@ class FilesConnector(Connector):
             quarantine.extend(_record(path, bad, ingested_at) for bad in problems)
             if problems:
                 logger.warning("%s: %d rows read, %d quarantined", path, rows, len(problems))
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
         finally:
             cur.close()
