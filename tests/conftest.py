@@ -48,6 +48,8 @@ storage:
     secret_access_key: {s3.secret_access_key}
 catalog:
   uri: {pg}
+state:
+  uri: {pg}
 """
 
 
