@@ -97,7 +97,7 @@ class Compiler:
         for candidate in candidates:
             if candidate in self.models or candidate.count(".") == 2:
                 return candidate
-            if candidate.startswith("bronze.") and candidate.removeprefix("bronze.") in self.sources:
+            if candidate.startswith("bronze.") and source_of(candidate, self.sources) is not None:
                 return candidate
         known = sorted(self.models) + [f"bronze.{s}" for s in sorted(self.sources)]
         close = difflib.get_close_matches(name, known, n=1)
@@ -204,6 +204,18 @@ class Compiler:
 
 
 _MISSING = object()
+
+
+def source_of(key: str, sources: set[str]) -> str | None:
+    """The source that writes a bronze table: ``bronze.shop`` and ``bronze.shop_orders`` (a REST
+    resource or a child table of source ``shop``) both come from ``shop``."""
+    if not key.startswith("bronze."):
+        return None
+    name = key.removeprefix("bronze.")
+    if name in sources:
+        return name
+    owners = [s for s in sources if name.startswith(s + "_")]
+    return max(owners, key=len) if owners else None
 
 
 def _line_of(text: str, needle: str) -> int | None:

@@ -19,6 +19,7 @@ class Node:
     tags: tuple[str, ...] = ()
     upstream: set[str] = field(default_factory=set)
     payload: Any = None
+    reads: set[str] = field(default_factory=set)  # the tables it reads (a source may write several)
 
     @property
     def layer(self) -> str:

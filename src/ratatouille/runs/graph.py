@@ -14,7 +14,7 @@ from typing import Any
 from ratatouille.connectors.base import SourceConfig
 from ratatouille.connectors.registry import collect_sources
 from ratatouille.errors import ConfigError, Problem
-from ratatouille.models.compiler import CompileContext, CompileProblem, Compiler, parse_error
+from ratatouille.models.compiler import CompileContext, CompileProblem, Compiler, parse_error, source_of
 from ratatouille.models.loader import Model, collect_models, load_macros
 from ratatouille.runs.dag import Dag, Node
 
@@ -38,6 +38,14 @@ class Graph:
 def placeholder(key: str) -> str:
     """The relation a ref compiles to when only dependencies are wanted."""
     return ".".join(f'"{part}"' for part in key.split("."))
+
+
+def _node_of(key: str, models: dict[str, Model], sources: set[str]) -> str:
+    """The DAG node that writes a table (a source writes ``bronze.<source>_<resource>`` too)."""
+    if key in models:
+        return key
+    source = source_of(key, sources)
+    return f"bronze.{source}" if source else key
 
 
 def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], variables: dict[str, Any]) -> Graph:
@@ -82,7 +90,9 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
                 syntax = parse_error(model, compiled.sql, parser)
                 if syntax is not None and syntax not in problems:
                     problems.append(syntax)
-        nodes[key] = Node(key, model.kind, tuple(model.config.tags), upstream, model)
+        reads = set(upstream)
+        upstream = {_node_of(up, models, set(sources)) for up in upstream}
+        nodes[key] = Node(key, model.kind, tuple(model.config.tags), upstream, model, reads)
     parser.close()
     for node in nodes.values():
         for up in node.upstream:

@@ -59,18 +59,14 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
 
     ingested_at = datetime.now(UTC)
     setattr(connector, "con", con)  # noqa: B010 - connectors may use the run's connection
-    outputs = list(connector.read(ReadContext(state=state, log=log)))
-    quarantined: list[dict[str, Any]] = []
-    by_table: dict[str, list[Output]] = {}
-    for output in outputs:
-        by_table.setdefault(output.table, []).append(output)
-        quarantined.extend(output.quarantine)
-    for table, group in by_table.items():
+    extra = {} if config.type == "files" else {"_source": config.name, "_ingested_at": ingested_at}
+    outputs: list[Output] = []
+
+    def write(table: str, group: list[Output]) -> None:
         key = node.key if not table else f"{node.key}_{table}"
-        extra = {} if config.type == "files" else {"_source": config.name, "_ingested_at": ingested_at}
         reader = _one_stream(group, extra)
         if reader is None:
-            continue
+            return
         first = group[0]
         mode = {"append": "append", "merge": "merge", "replace": "overwrite"}[first.mode]
         options: dict[str, Any] = {"schema_drift": config.schema_drift}
@@ -83,6 +79,23 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
         written = ctx.write(con, key, reader, mode, owner=node.key, **options)  # type: ignore[arg-type]
         result.rows_written += written.rows_written
         result.snapshot_id = written.snapshot_id
+
+    reading = connector.read(ReadContext(state=state, log=log))
+    if config.type == "files":
+        # One output per file: all files of a table go into one commit, in one stream.
+        outputs = list(reading)
+        by_table: dict[str, list[Output]] = {}
+        for output in outputs:
+            by_table.setdefault(output.table, []).append(output)
+        for table, group in by_table.items():
+            write(table, group)
+    else:
+        # Other connectors stream: each output must be consumed before the next is read.
+        for output in reading:
+            outputs.append(output)
+            write(output.table, [output])
+    # Connectors fill in quarantine while their batches are read, so collect it afterwards.
+    quarantined = [row for output in outputs for row in output.quarantine]
     if changed:
         for path in changed:
             ctx.state.log(ctx.run_id, "WARN", f"{path} changed since it was ingested; re-ingested", node.key)

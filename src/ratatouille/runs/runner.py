@@ -367,10 +367,9 @@ class Runner:
         if previous["output"] is None or previous["output"] != self.locations.get(node.key):
             return False
         inputs = previous["inputs"]
-        for up in node.upstream:
-            if up in ctx.changed or inputs.get(up) != self.locations.get(up):
-                return False
-        return True
+        if any(ctx.owners.get(table, table) in node.upstream for table in ctx.changed):
+            return False  # an upstream node wrote something new in this run
+        return all(inputs.get(table) == self.locations.get(table) for table in node.reads)
 
     def _remember_inputs(self, ctx: RunContext, results: dict[str, NodeResult]) -> None:
         """After a published run: what each successful SQL model was built from."""
@@ -385,7 +384,7 @@ class Runner:
             node = self.graph.dag.nodes[key]
             states[key] = {
                 "fingerprint": self.fingerprint(model),
-                "inputs": {up: end.get(up) for up in node.upstream},
+                "inputs": {table: end.get(table) for table in node.reads},
                 "output": end.get(key),
             }
         if states:
