@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -332,6 +332,7 @@ class Workspace:
         variables: dict[str, Any] | None = None,
         progress: ProgressCallback | None = None,
         sources_only: bool = False,
+        on_start: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Run the selected sources and models with write-audit-publish.
 
@@ -370,6 +371,7 @@ class Workspace:
                 trigger=trigger,
                 source_runner=lambda ctx, node, con: run_source(runner, ctx, node, con),
                 progress=progress,
+                on_start=on_start,
             )
             result = runner.run(chosen, " ".join(select or []))
             self.__dict__.pop("_views", None)

@@ -183,6 +183,7 @@ class Runner:
         trigger: str = "cli",
         source_runner: SourceRunner | None = None,
         progress: ProgressCallback | None = None,
+        on_start: Callable[[str], None] | None = None,
     ) -> None:
         self.graph = graph
         self.lakehouse = lakehouse
@@ -195,6 +196,7 @@ class Runner:
         self.trigger = trigger
         self.source_runner = source_runner
         self.progress = progress or (lambda event, result: None)
+        self.on_start = on_start
         self._view_lock = threading.Lock()
 
     # -- the run --------------------------------------------------------------------------
@@ -208,6 +210,8 @@ class Runner:
         started = time.perf_counter()
         self.state.mark_abandoned()
         run_id = self.state.start_run(self.workspace, self.trigger, selectors or "*")
+        if self.on_start is not None:
+            self.on_start(run_id)  # e.g. the API answers with the id while the run goes on
         branch = "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
         ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
         self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"

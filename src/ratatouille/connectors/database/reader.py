@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ratatouille.connectors.base import Connector, Output, ReadContext, SourceConfig
 from ratatouille.connectors.database.config import ConnectionInfo, DatabaseSourceConfig, split_name
 from ratatouille.connectors.database.types import (
+    PG_NUMERIC,
     MySQLColumn,
     PgColumn,
     can_be_cursor,
@@ -180,7 +181,11 @@ class DatabaseConnector(Connector):
                 if plan.cursor_index is not None and batch.num_rows:
                     column = batch.column(plan.cursor_index)
                     null_cursors += column.null_count
-                    top = pc.max(column).as_py()
+                    if plan.cursor_decimal_text:  # exact text of a numeric: compare as numbers, not strings
+                        values = [v for v in column.to_pylist() if v is not None and v != "NaN"]
+                        top = max(values, key=Decimal) if values else None
+                    else:
+                        top = pc.max(column).as_py()
                     if top is not None:
                         key = Decimal(top) if plan.cursor_decimal_text else top
                         if best_key is None or key > best_key:
@@ -287,8 +292,6 @@ class _Session(ABC):
 
     def _normalized_select(self, source: str, timestamptz: frozenset[str] = frozenset()) -> tuple[str, list[str]]:
         """``SELECT`` over a DuckDB source relation with the Arrow-hostile types converted (see ``types``)."""
-        from ratatouille.connectors.database.types import pg_ident as ident
-
         con = self._duckdb()
         relation = con.sql(f"SELECT * FROM {source}")
         names = list(relation.columns)
@@ -296,7 +299,7 @@ class _Session(ABC):
         for name, duck_type in zip(names, relation.types, strict=True):
             type_name = str(duck_type)
             target = "TIMESTAMPTZ" if name in timestamptz and type_name == "TIMESTAMP" else duckdb_target(type_name)
-            items.append(f"CAST({ident(name)} AS {target}) AS {ident(name)}" if target else ident(name))
+            items.append(f"CAST({pg_ident(name)} AS {target}) AS {pg_ident(name)}" if target else pg_ident(name))
         return f"SELECT {', '.join(items)} FROM {source}", names
 
     def _cursor_position(self, plan: _Plan, names: list[str]) -> None:
@@ -329,8 +332,11 @@ class _Session(ABC):
                 )
 
     def check_cursor_type(self, schema: pa.Schema) -> None:
-        """Raises:
-        ConnectorError: the cursor column's type cannot be compared (binary, list, boolean...)."""
+        """The cursor column must have a type whose values can be ordered and saved as text.
+
+        Raises:
+            ConnectorError: the cursor column is binary, a list, a boolean...
+        """
         incremental = self.config.incremental
         if incremental is None:
             return
@@ -423,7 +429,7 @@ class _PostgresSession(_Session):
         if incremental is not None:
             self._cursor_position(plan, duck_names)
             cursor_column = next(c for c in columns if c.name == incremental.cursor)
-            plan.cursor_decimal_text = incremental.cursor in converted and cursor_column.oid == 1700
+            plan.cursor_decimal_text = incremental.cursor in converted and cursor_column.oid == PG_NUMERIC
         return plan
 
     def execute(self, plan: _Plan, batch_rows: int) -> pa.RecordBatchReader:

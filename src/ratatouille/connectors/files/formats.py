@@ -15,7 +15,8 @@ How each format finds its bad rows:
   record: the first line is quarantined and the swallowed lines are read again on their own.
 * NDJSON: ``read_json(ignore_errors=true)`` turns a malformed line into an all-NULL row; such
   rows are held back and, for files that had any, the lines are read in Python to tell
-  malformed lines (quarantined) from records whose values are all null (kept).
+  malformed lines and non-objects (quarantined) from records whose values are all null (kept)
+  and from valid lines DuckDB lost to a malformed line before them (read again on their own).
 * JSON (an array or a stream of documents): a file DuckDB cannot parse is unreadable as a whole.
 * Parquet: a file whose footer or schema cannot be read is unreadable as a whole.
 * Excel: the sheet is read as text and converted in SQL, so a cell that does not fit its column
@@ -68,6 +69,18 @@ _CSV_ERRORS = {
 
 class UnreadableFile(Exception):
     """The file cannot be read at all (not the format it claims, corrupt, missing sheet...)."""
+
+
+class _EmptyFile(Exception):
+    """The file holds nothing but whitespace: no rows, no schema, nothing to quarantine."""
+
+
+def is_blank(landing: Landing, path: str, encoding: str = "utf-8") -> bool:
+    """Whether a file holds nothing but whitespace (read until the first other byte)."""
+    for chunk in open_view(landing, path, encoding, chunk_size=1 << 16):
+        if chunk.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"):
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -173,13 +186,13 @@ class FileRead:
 # --- the file as UTF-8 bytes, for line accounting ---------------------------------------------------------------
 
 
-def open_view(landing: Landing, path: str, encoding: str = "utf-8") -> Iterator[bytes]:
+def open_view(landing: Landing, path: str, encoding: str = "utf-8", chunk_size: int = _CHUNK) -> Iterator[bytes]:
     """The file's content (decompressed, transcoded to UTF-8) in chunks: the bytes DuckDB's offsets refer to."""
     fs, inner = landing.filesystem(path)
     decoder = None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)(errors="replace")
     with fs.open_input_stream(inner, compression="detect") as stream:
         while True:
-            chunk = stream.read(_CHUNK)
+            chunk = stream.read(chunk_size)
             if not chunk:
                 break
             if decoder is not None:
@@ -524,6 +537,8 @@ class CsvFile(FileRead):
                 ).fetchone()
                 break
             except duckdb.Error as exc:
+                if lenient and is_blank(self.spec.landing, self.read_path, self.encoding):
+                    raise _EmptyFile from exc
                 if lenient:
                     self.spec.log.warning(
                         "%s: DuckDB cannot sniff the column types (%s); reading every column as text",
@@ -581,7 +596,10 @@ class CsvFile(FileRead):
         import duckdb
 
         if self.columns is None:
-            self.columns, self.formats = self._sniff()
+            try:
+                self.columns, self.formats = self._sniff()
+            except _EmptyFile:
+                return
         columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in self.columns) + "}"
         sql = (
             f"SELECT *{self.spec.extras_sql()} FROM read_csv({literal(self.read_path)}, auto_detect = false, "
@@ -597,7 +615,8 @@ class CsvFile(FileRead):
         self.schema = self._reader.schema
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        assert self._reader is not None
+        if self._reader is None:  # an empty file
+            return
         yield from self._reader
         yield from self._collect_rejects()
 
@@ -728,13 +747,28 @@ def _reject_constant(value: str) -> Any:
 class JsonFile(FileRead):
     """A JSON file (``format: json``) or newline-delimited JSON (``format: ndjson``)."""
 
-    def __init__(self, spec: FileSpec, cur: duckdb.DuckDBPyConnection, options: JsonOptions, *, lines: bool) -> None:
+    def __init__(
+        self,
+        spec: FileSpec,
+        cur: duckdb.DuckDBPyConnection,
+        options: JsonOptions,
+        *,
+        lines: bool,
+        read_path: str | None = None,
+        forced: dict[str, str] | None = None,
+        depth: int = 0,
+    ) -> None:
         super().__init__(spec, cur)
         self.options = options
         self.lines = lines
+        self.read_path = read_path or spec.path
+        self.forced = forced
+        self.depth = depth
         self._reader: pa.RecordBatchReader | None = None
         self._cast: duckdb.DuckDBPyConnection | None = None
         self._data: list[str] = []
+        self._types: dict[str, str] = {}
+        self._ordinal = ""
         self._cast_sql: str | None = None
         self._held = _Held()
         self._max_ordinal = 0
@@ -743,7 +777,7 @@ class JsonFile(FileRead):
         o = self.options
         fmt = "newline_delimited" if self.lines else "auto"
         args = (
-            f"{literal(self.spec.path)}, format = {literal(fmt)}, sample_size = {o.sample_size}, "
+            f"{literal(self.read_path)}, format = {literal(fmt)}, sample_size = {o.sample_size}, "
             f"maximum_object_size = {o.maximum_object_size}"
         )
         if self.lines:
@@ -763,13 +797,20 @@ class JsonFile(FileRead):
 
         try:
             if not self.lines:  # a malformed document fails the whole file: find out before any row is out
-                self.cur.execute(f"SELECT count(*) FROM read_json({self._args()})").fetchall()
-            self._execute()
+                row = self.cur.execute(f"SELECT count(*) FROM read_json({self._args()})").fetchone()
+                if not row or not row[0]:
+                    return  # `[]`: no records, so no columns to speak of
+            if self.forced is not None:
+                self._execute(_columns_arg(self.forced))
+            else:
+                self._execute()
             description = self.cur.description or []
             n_data = len(description) - len(self.spec.extras) - 1
             if self.lines and n_data == 1 and description[0][0] == "json" and str(description[0][1]) == "JSON":
-                # Some lines are not objects (arrays, numbers): DuckDB fell back to one JSON column.
-                self._execute(self._record_columns())
+                # Some lines are not objects (arrays, numbers), or there are none: DuckDB fell back to one JSON column.
+                if is_blank(self.spec.landing, self.read_path):
+                    return
+                self._execute(_columns_arg(self._record_columns()))
                 description = self.cur.description or []
             self._reader = self.cur.to_arrow_reader(self.spec.batch_rows)
         except duckdb.Error as exc:
@@ -777,13 +818,17 @@ class JsonFile(FileRead):
         schema = self._reader.schema
         n_data = len(schema) - len(self.spec.extras) - 1
         self._data = schema.names[:n_data]
-        ordinal = schema.names[n_data]
-        self._ordinal = ordinal
+        self._types = {str(d[0]): str(d[1]) for d in description[:n_data]}
+        self._ordinal = schema.names[n_data]
         self._plan_casts(schema)
         self.schema = self._output_schema(schema)
 
-    def _record_columns(self) -> str:
-        """``records = true, columns = {...}`` built from the structure of the lines that are objects."""
+    def _record_columns(self) -> dict[str, str]:
+        """Column types built from the structure of the lines that are objects.
+
+        Raises:
+            UnreadableFile: no line holds an object.
+        """
         row = self.cur.execute(
             f"SELECT json_group_structure(json) FROM read_json({self._args()}) WHERE json_type(json) = 'OBJECT'"
         ).fetchone()
@@ -792,15 +837,13 @@ class JsonFile(FileRead):
         structure = json.loads(row[0])
         if not isinstance(structure, dict) or not structure:
             raise UnreadableFile("no line holds a JSON object with keys")
-        columns = {k: (_JSON_TYPES.get(v, "JSON") if isinstance(v, str) else "JSON") for k, v in structure.items()}
-        listed = ", ".join(f"{literal(k)}: {literal(v)}" for k, v in columns.items())
-        return f", records = 'true', columns = {{{listed}}}"
+        return {k: (_JSON_TYPES.get(v, "JSON") if isinstance(v, str) else "JSON") for k, v in structure.items()}
 
     def _plan_casts(self, schema: pa.Schema) -> None:
         typed = [(name, self.spec.column_type(name)) for name in self._data]
         casts = [(name, kind) for name, kind in typed if kind is not None]
         missing = [c for c in self.spec.columns if c.lower() not in {n.lower() for n in self._data}]
-        if missing:
+        if missing and self.depth == 0:
             self.spec.log.warning("%s: typed columns not in the file: %s", self.spec.path, ", ".join(missing))
         if not casts:
             return
@@ -827,20 +870,21 @@ class JsonFile(FileRead):
         finally:
             self._cast.unregister("__rat_batch")
         batches = table.combine_chunks().to_batches()
-        return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+        return batches[0] if batches else _empty_batch(table.schema)
 
     def _output_schema(self, schema: pa.Schema) -> pa.Schema:
         import pyarrow as pa
 
         if self._cast_sql is not None:
             schema = self._cast_batch(_empty_batch(schema)).schema
-        keep = [f for f in schema if f.name not in (self._ordinal, _BAD, _RAW)]
+        keep = [f for f in schema if f.name not in (self._ordinal, _ORD, _BAD, _RAW)]
         return pa.schema(keep)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
-        assert self._reader is not None and self.schema is not None
+        if self._reader is None or self.schema is None:  # no records
+            return
         keep = self.schema.names
         null_check = self._data if self.lines else []
         for batch in self._reader:
@@ -859,7 +903,8 @@ class JsonFile(FileRead):
         yield from self._settle()
 
     def _settle(self) -> Iterator[pa.RecordBatch]:
-        """Turn the held rows into quarantine records (and put back records that are really all null)."""
+        """Turn the held rows into quarantine records; put back records that are really all null, and
+        read again the lines DuckDB lost to a malformed line before them."""
         held = self._held
         if not held.ordinals:
             return
@@ -869,6 +914,7 @@ class JsonFile(FileRead):
             return
         lines = self._lines(set(held.ordinals))
         all_null = 0
+        retry: list[tuple[int | None, str]] = []
         for ordinal, reason, raw in zip(held.ordinals, held.reasons, held.raws, strict=True):
             number, text = lines.get(ordinal, (None, raw))
             if reason is not None:
@@ -877,10 +923,43 @@ class JsonFile(FileRead):
             verdict = _classify_json_line(text)
             if verdict is None:
                 all_null += 1
+            elif verdict == _RETRY and text is not None and self.depth < 3:
+                retry.append((number, text))
             else:
-                self.problems.append(Bad(number, text, verdict))
+                self.problems.append(Bad(number, text, _LOST if verdict == _RETRY else verdict))
         if all_null:
             yield _null_rows(self.schema, all_null, self.spec.extras)
+        if retry:
+            yield from self._retry(retry)
+
+    def _retry(self, retry: list[tuple[int | None, str]]) -> Iterator[pa.RecordBatch]:
+        """Read again, on their own and with this file's column types, lines DuckDB could not read here
+        although they are valid objects (a malformed line before them ran into them)."""
+        self.spec.temp_dir.mkdir(parents=True, exist_ok=True)
+        tail = self.spec.temp_dir / f"rat-recover-{uuid.uuid4().hex}.ndjson"
+        tail.write_text("\n".join(text for _, text in retry) + "\n", encoding="utf-8")
+        try:
+            again = JsonFile(
+                self.spec,
+                self.cur,
+                self.options,
+                lines=True,
+                read_path=str(tail),
+                forced=self._types,
+                depth=self.depth + 1,
+            )
+            try:
+                again.open()
+            except UnreadableFile as exc:
+                self.spec.log.warning("%s: cannot read %d lines again: %s", self.spec.path, len(retry), exc)
+                self.problems.extend(Bad(number, text, _LOST) for number, text in retry)
+                return
+            yield from again.batches()
+            for bad in again.problems:
+                number = retry[bad.line - 1][0] if bad.line is not None and 0 < bad.line <= len(retry) else None
+                self.problems.append(Bad(number, bad.raw, bad.reason))
+        finally:
+            tail.unlink(missing_ok=True)
 
     def _lines(self, ordinals: set[int]) -> dict[int, tuple[int, str]]:
         """Line number and text of the k-th non-blank line (DuckDB's record ordinal), for the wanted k."""
@@ -889,7 +968,7 @@ class JsonFile(FileRead):
         number = 0
         carry = b""
         try:
-            for chunk in open_view(self.spec.landing, self.spec.path):
+            for chunk in open_view(self.spec.landing, self.read_path):
                 parts = (carry + chunk).split(b"\n")
                 carry = parts.pop()
                 for part in parts:
@@ -919,6 +998,15 @@ class JsonFile(FileRead):
         return found
 
 
+_RETRY = "retry"
+_LOST = "DuckDB could not read this record (check maximum_object_size and the value types)"
+
+
+def _columns_arg(columns: dict[str, str]) -> str:
+    listed = ", ".join(f"{literal(k)}: {literal(v)}" for k, v in columns.items())
+    return f", records = 'true', columns = {{{listed}}}"
+
+
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     import pyarrow as pa
 
@@ -936,7 +1024,7 @@ def _classify_json_line(text: str | None) -> str | None:
     if not isinstance(value, dict):
         return f"not a JSON object but {type(value).__name__ if value is not None else 'null'}"
     if any(v is not None for v in value.values()):
-        return "DuckDB could not read this record (check maximum_object_size and the value types)"
+        return _RETRY
     return None
 
 

@@ -45,15 +45,19 @@ class FilesConnector(Connector):
     commit an output whose batches raised.
 
     Attributes set by the caller before :meth:`read` (all optional):
-        con: the DuckDB connection to read with, e.g. the workspace's. Each file is read on its
-            own cursor of it (``con.cursor()``), so the connection may not be used by others
-            while batches stream is not a concern. Without it the connector opens its own with
-            :func:`ratatouille.engine.connect` (``profile``, ``temp_directory``) and keeps it
-            until :meth:`close`.
+        con: the DuckDB connection to read with, e.g. the workspace's (``connector.con = con``).
+            Each file is read on its own cursor of it (``con.cursor()``, closed when the file's
+            batches are exhausted or dropped), so the caller's session settings are left alone;
+            S3 paths get the landing zone's S3 secret if the connection has none, and Excel
+            sources load the ``excel`` extension from its wheel. Without ``con`` the connector
+            opens its own with :func:`ratatouille.engine.connect` (``profile``,
+            ``temp_directory``) and keeps it until :meth:`close`.
         landing: the project's :class:`~ratatouille.storage.files.Landing` (resolves
-            ``landing/`` and lists files); default ``data/landing`` under the working directory.
+            ``landing/`` and lists files, local or S3); default ``data/landing`` under the
+            working directory.
         profile: engine limits of the connector's own connection (default: ``auto``).
-        temp_directory: DuckDB spill directory and scratch space (default: the system temp dir).
+        temp_directory: spill and scratch space (default: ``<system temp>/ratatouille-files``);
+            CSV and NDJSON lines read a second time are written there briefly.
     """
 
     config_class = FilesSourceConfig
@@ -176,7 +180,15 @@ class FilesConnector(Connector):
         for path in paths:
             yield self._output(con, path, ctx, ingested_at, columns)
 
-    def _spec(self, path: str, ctx: ReadContext, ingested_at: datetime, columns: dict[str, str]) -> FileSpec:
+    def _spec(
+        self,
+        path: str,
+        ctx: ReadContext,
+        ingested_at: datetime,
+        columns: dict[str, str],
+        *,
+        recover: bool | None = None,
+    ) -> FileSpec:
         extras: list[tuple[str, Any]] = list(self._groups(path, ctx.log).items())
         extras += [(SOURCE_FILE_COLUMN, path), (INGESTED_AT_COLUMN, ingested_at)]
         return FileSpec(
@@ -187,7 +199,7 @@ class FilesConnector(Connector):
             landing=self._landing(),
             temp_dir=self._scratch(),
             log=ctx.log,
-            recover=self.source.on_error == "quarantine",
+            recover=self.source.on_error == "quarantine" if recover is None else recover,
         )
 
     def _groups(self, path: str, logger: logging.Logger) -> dict[str, str | None]:
@@ -299,7 +311,7 @@ class FilesConnector(Connector):
         schemas = []
         for path in targets:
             try:
-                cur, file = self._open(con, self._spec(path, ctx, now, columns))
+                cur, file = self._open(con, self._spec(path, ctx, now, columns, recover=False))
             except UnreadableFile as exc:
                 raise ConnectorError(f"{path}: {exc}") from exc
             cur.close()
