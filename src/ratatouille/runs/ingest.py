@@ -191,6 +191,7 @@ def _already_in_bronze(
 
     if not paths:
         return set()
+    runner._ensure_views()  # noqa: SLF001 - the run's views, created only when needed
     relation = runner.relation(key)
     listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
     try:

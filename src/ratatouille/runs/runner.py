@@ -279,7 +279,6 @@ class Runner:
         con = self.con.cursor()
         try:
             if node.kind == "source":
-                self._ensure_views()
                 if self.source_runner is None:
                     raise PipelineError(f"source `{node.name}` cannot run: no ingestion is configured")
                 outcome = self.source_runner(ctx, node, con)
@@ -564,7 +563,7 @@ class Runner:
         for layer in sorted(layers):
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(layer)}")
         for ref in self.lakehouse.list_tables(self.workspace):
-            if ref.metadata_location and self._has_snapshot(ref):
+            if ref.metadata_location:
                 self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(ref.layer)}")
                 self.con.execute(
                     f"CREATE OR REPLACE VIEW {self.relation(ref.short)} AS "
@@ -581,17 +580,6 @@ class Runner:
                 f"SELECT * FROM iceberg_scan('{_sql(ref.metadata_location)}')"
             )
 
-    def _has_snapshot(self, ref: TableRef) -> bool:
-        import json
-
-        from pyiceberg.io import load_file_io
-
-        assert ref.metadata_location is not None
-        io = load_file_io(self.lakehouse.io_properties(), ref.metadata_location)
-        with io.new_input(ref.metadata_location).open() as stream:
-            metadata = json.loads(stream.read())
-        return metadata.get("current-snapshot-id") not in (None, -1)
-
     def _has_rows(self, con: duckdb.DuckDBPyConnection, key: str) -> bool:
         import duckdb
 
@@ -605,6 +593,7 @@ class Runner:
         """After a node wrote its audit branch, downstream nodes and tests read that version."""
         if (model is not None and model.materialized == Materialized.VIEW) or key not in ctx.changed:
             return
+        self._ensure_views()
         target, branch = ctx.target(key)
         table = self.lakehouse.catalog.load_table(target.identifier)
         head = table.snapshot_by_name(branch) if branch else table.current_snapshot()

@@ -66,9 +66,11 @@ class Landing:
         Raises:
             ConnectorError: the landing zone cannot be listed.
         """
+        full = self.resolve(pattern)
+        if not full.startswith("s3://"):
+            return _local_glob(full)
         import pyarrow.fs as pafs
 
-        full = self.resolve(pattern)
         fs, inner = self.filesystem(full)
         base = _static_prefix(inner)
         try:
@@ -89,6 +91,12 @@ class Landing:
 
     def checksum(self, path: str) -> str:
         """SHA-256 of a file's content (streamed)."""
+        if not path.startswith("s3://"):
+            try:
+                with open(path, "rb") as handle:
+                    return hashlib.file_digest(handle, "sha256").hexdigest()
+            except OSError as exc:
+                raise ConnectorError(f"cannot read {path}: {exc.strerror}") from exc
         fs, inner = self.filesystem(path)
         digest = hashlib.sha256()
         try:
@@ -98,6 +106,22 @@ class Landing:
         except OSError as exc:
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
         return digest.hexdigest()
+
+
+def _local_glob(pattern: str) -> list[FileInfo]:
+    """Local files without pyarrow (a no-op run should not pay for importing it)."""
+    import glob
+    import os
+
+    found = []
+    for path in glob.glob(pattern, recursive="**" in pattern):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            continue
+        if os.path.isfile(path):
+            found.append(FileInfo(os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda f: f.path)
 
 
 def _static_prefix(pattern: str) -> str:
