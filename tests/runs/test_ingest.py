@@ -220,3 +220,40 @@ def test_postgres_source_incremental_through_rat_ingest(
     assert rows(ws, "SELECT count(*) AS n, count(*) FILTER (WHERE name = 'changed') AS c FROM bronze.customers") == [
         {"n": 101, "c": 3}
     ]
+
+
+@pytest.mark.s3
+def test_files_from_an_s3_landing_zone(
+    tmp_path: Path, open_ws: Callable[[Path], Workspace], s3_server, s3_prefix
+) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(
+        endpoint_override=s3_server.host_port,
+        scheme="http",
+        access_key=s3_server.access_key_id,
+        secret_key=s3_server.secret_access_key,
+        region=s3_server.region,
+        force_virtual_addressing=False,
+    )
+    with fs.open_output_stream(f"{s3_server.bucket}/{s3_prefix}/landing/orders/orders_1.csv") as out:
+        out.write(b"id,amount\n1,10\n2,20\n")
+    root = write_project(
+        tmp_path / "s3land",
+        f"""
+storage:
+  landing: {s3_server.url(s3_prefix)}/landing
+  s3:
+    endpoint: {s3_server.endpoint}
+    access_key_id: {s3_server.access_key_id}
+    secret_access_key: {s3_server.secret_access_key}
+""",
+    )
+    write_files(root, {"sources/orders.yaml": SOURCE})
+    ws = open_ws(root)
+    first = ws.run(sources_only=True)
+    assert first.ok, [(n.key, n.error) for n in first.nodes]
+    assert rows(ws, "SELECT count(*) AS n, min(_source_file) LIKE 's3://%' AS s3 FROM bronze.orders") == [
+        {"n": 2, "s3": True}
+    ]
+    assert ws.run(sources_only=True).nodes[0].rows_written == 0  # registered: not read twice
