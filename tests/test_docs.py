@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pydantic import BaseModel
 
 from fixtures.services import S3Server
 from ratatouille.workspace import Workspace
@@ -193,6 +194,136 @@ def test_hand_written_descriptions_are_checked(
         generator.render_configuration()
 
 
+def _key_paths(
+    generator: ModuleType,
+    model: type[BaseModel],
+    prefix: str = "",
+    skip: tuple[str, ...] = (),
+    seen: set[type[BaseModel]] | None = None,
+) -> list[str]:
+    """Every key of ``model`` as the reference pages write it (``columns[].name``, ``auth.token``);
+    a nested model met a second time is linked to, not listed again."""
+    seen = set() if seen is None else seen
+    paths: list[str] = []
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        path = f"{prefix}{name}"
+        paths.append(path)
+        shape, members = generator._nested(field.annotation)
+        for member in members:
+            if member.__name__ in ("ColumnTest", "Duration") or member in seen:  # shown as types, or linked
+                continue
+            seen.add(member)
+            tagged = ("type",) if shape == "|" and generator._discriminator_value(member) else ()
+            inner = f"{path}[]." if shape == "[]" else f"{path}."
+            paths += _key_paths(generator, member, inner, tagged, seen)
+    return paths
+
+
+def test_every_model_key_has_a_row(generator: ModuleType) -> None:
+    from ratatouille.models.config import BUILTIN_TESTS, ModelConfig
+
+    text = generator.render_models()
+    for path in _key_paths(generator, ModelConfig):
+        assert f"| `{path}` |" in text, f"models.md lacks `{path}`"
+    for test in BUILTIN_TESTS:
+        assert f"| `{test}` |" in text, f"models.md lacks the built-in test `{test}`"
+
+
+def test_every_source_key_has_a_row(generator: ModuleType) -> None:
+    from ratatouille.connectors.base import SourceConfig
+    from ratatouille.connectors.registry import CONNECTORS, connector_class
+
+    text = generator.render_sources()
+    for path in _key_paths(generator, SourceConfig):
+        assert f"| `{path}` |" in text, f"sources.md lacks `{path}`"
+    for kind in CONNECTORS:
+        assert f"`type: {kind}`" in text, f"sources.md lacks a section for `type: {kind}`"
+        config = connector_class(kind).config_class
+        for path in _key_paths(generator, config, skip=tuple(n for n in SourceConfig.model_fields if n != "type")):
+            assert f"| `{path}` |" in text, f"sources.md lacks `{path}` of `type: {kind}`"
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "message"),
+    [
+        ("MODEL_KEYS", {"gone": "a key that no longer exists"}, "no longer exist: gone"),
+        ("MODEL_KEYS", {"owner": None}, "`owner` of a model (ModelConfig.owner) has no description"),
+        ("BUILTIN_TEST_DOCS", {"unique": None}, "built-in test(s) unique has no description"),
+        ("JINJA", {"gone": "a function"}, "describes Jinja name(s) that no longer exist: gone"),
+    ],
+)
+def test_model_descriptions_are_checked(
+    generator: ModuleType, monkeypatch: pytest.MonkeyPatch, table: str, change: dict[str, str | None], message: str
+) -> None:
+    keys = dict(getattr(generator, table))
+    for key, value in change.items():
+        if value is None:
+            del keys[key]
+        else:
+            keys[key] = value
+    monkeypatch.setattr(generator, table, keys)
+    with pytest.raises(generator.ReferenceError, match=re.escape(message)):
+        generator.render_models()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"RestSourceConfig.gone": "x"}, "no longer exist: RestSourceConfig.gone"),
+        (
+            {"RestSourceConfig.auth[bearer].token": None},
+            "`RestSourceConfig.auth[bearer].token` of `type: rest` sources",
+        ),
+        ({"SourceConfig.on_error": None}, "`SourceConfig.on_error` of sources/*.yaml"),
+    ],
+)
+def test_source_descriptions_are_checked(
+    generator: ModuleType, monkeypatch: pytest.MonkeyPatch, change: dict[str, str | None], message: str
+) -> None:
+    keys = dict(generator.SOURCE_KEYS)
+    for key, value in change.items():
+        if value is None:
+            del keys[key]
+        else:
+            keys[key] = value
+    monkeypatch.setattr(generator, "SOURCE_KEYS", keys)
+    with pytest.raises(generator.ReferenceError, match=re.escape(message)):
+        generator.render_sources()
+
+
+def test_a_connector_that_does_not_import_is_left_out_with_a_note(
+    generator: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ratatouille.connectors import registry
+
+    monkeypatch.setitem(registry.CONNECTORS, "ftp", "ratatouille.connectors.ftp.reader:FtpConnector")
+    text = generator.render_sources()
+    assert "## Not documented here" in text
+    assert "- `ftp`: the connector does not import" in text
+    assert "## `type: files`" in text  # the others are still there
+
+
+def test_attribute_docs_read_google_style_attributes(generator: ModuleType) -> None:
+    class Options:
+        """Options.
+
+        Attributes:
+            header: the first line holds ``names``.
+            date_format / timestamp_format: strptime formats,
+                e.g. ``%d/%m/%Y``.
+            kind: see :class:`Other`.
+        """
+
+    assert generator.attribute_docs(Options) == {
+        "header": "The first line holds `names`.",
+        "date_format": "Strptime formats, e.g. `%d/%m/%Y`.",
+        "timestamp_format": "Strptime formats, e.g. `%d/%m/%Y`.",
+        "kind": "See `Other`.",
+    }
+
+
 def test_every_cli_command_and_option_has_a_section(generator: ModuleType) -> None:
     import click
 
@@ -247,6 +378,72 @@ def test_tutorial_first_project_runs(tmp_path: Path) -> None:
     result = run_page(DOCS / "tutorial" / "first-project.md", tmp_path)
     assert (tmp_path / "shop" / "ratatouille.yaml").is_file()
     assert "1000000002,1," in result.stdout  # the time-travel query saw the row before the correction
+
+
+@pytest.mark.slow
+def test_tutorial_pos_example_runs(tmp_path: Path) -> None:
+    result = run_page(DOCS / "tutorial" / "pos-example.md", tmp_path)
+    out = result.stdout
+    assert "21 of 21 passed" in out  # rat test on the published tables
+    assert "rat run exited with code 1" in out  # the voucher failed accepted_values
+    assert "1 of 1 passed" in out  # the unit test
+    assert out.count("\n4950,172\n") == 2  # the same counts before and after --full-refresh
+    assert "Could not convert string" in out  # the quarantined line
+    silver = (tmp_path / "shop" / "workspaces" / "default" / "pipelines" / "silver" / "sales.yaml").read_text()
+    assert "[card, cash, mobile, voucher]" in silver
+
+
+@pytest.mark.slow
+def test_how_to_write_a_model_runs(tmp_path: Path) -> None:
+    result = run_page(DOCS / "how-to" / "write-a-model.md", tmp_path)
+    out = result.stdout
+    assert "26 of 26 passed" in out
+    assert "2 of 2 passed" in out  # the unit tests
+    assert "HAVING sum(s.total_amount) >= 2000" in out  # --var reached the compiled SQL
+    assert "5 tests, 1 warn" in out  # the warn test reported without blocking the publish
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_how_to_add_a_source_runs(tmp_path: Path, postgres_url: str) -> None:
+    import psycopg
+
+    # The page's database source reads `customers` from the URL in SHOP_DB_URL.
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text, updated_at timestamptz);"
+            "INSERT INTO customers VALUES (1, 'Ada', '2026-01-01 10:00+00'), (2, 'Bob', '2026-01-02 10:00+00')"
+        )
+    result = run_page(DOCS / "how-to" / "add-a-source.md", tmp_path, env={"SHOP_DB_URL": postgres_url})
+    out = result.stdout
+    assert 'Could not convert string ""12.5O""' in out  # the quarantined row
+    assert '5,7.20,"web","2026-03-02","SPRING"' in out  # the new column evolved the table
+    assert '3,12.50,"web","2026-03-01",' in out  # the changed file replaced its rows
+    assert "changed since it was" in out
+    assert '"view",2026-03-01 09:14:02' in out  # NDJSON, typed by `columns`
+    assert '2,"Bob",2026-01-02 10:00:00' in out  # the PostgreSQL table
+    assert "bronze.shop (source)" in out  # the REST source validates
+
+
+@pytest.mark.slow
+def test_how_to_python_pipelines_runs(tmp_path: Path) -> None:
+    result = run_page(DOCS / "how-to" / "python-pipelines.md", tmp_path)
+    out = result.stdout
+    assert '2026-03-01,"PRO-000002",1,"wrong item"' in out
+    assert "returns_2026-03-02.csv: 1 returns" in out  # rat.log lines reach `rat logs`
+    assert out.startswith("bronze.returns (python)\n")  # `rat dag` lists it
+    assert "✓ bronze.returns  0 rows" in out  # the second run read no file again
+
+
+@pytest.mark.slow
+def test_explanation_write_audit_publish_runs(tmp_path: Path) -> None:
+    result = run_page(DOCS / "explanation" / "write-audit-publish.md", tmp_path)
+    out = result.stdout
+    assert out.count("rat run was killed: exit code 137") == 2  # RATATOUILLE_FAULT killed both runs
+    counts = [int(line) for line in out.splitlines() if line.isdigit()]
+    assert counts[0] == counts[1] == counts[2] - 2  # nothing published by the killed run; the rerun did
+    assert "\n3,3\n" in out  # the file published before the crash was not loaded twice
+    assert "1 file(s) were already published;" in out
 
 
 @pytest.mark.slow

@@ -80,6 +80,42 @@ class EngineConfig(Frozen):
     max_parallel_pipelines: int | None = Field(default=None, ge=1)
 
 
+Event = Literal["run_failed", "test_failed", "test_warned", "freshness"]
+EVENTS: tuple[Event, ...] = ("run_failed", "test_failed", "test_warned", "freshness")
+DEFAULT_EVENTS: tuple[Event, ...] = ("run_failed", "test_failed", "freshness")  # warnings are opt-in
+
+
+class WebhookConfig(Frozen):
+    """One webhook: where to post, in which body shape, for which events."""
+
+    url: str
+    kind: Literal["slack", "json"] = "json"
+    events: list[Event] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
+    headers: dict[str, str] = Field(default_factory=dict)
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the webhook is shown: its name, else its URL without path or query (they hold secrets)."""
+        if self.name:
+            return self.name
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}/..." if parts.netloc else "(invalid url)"
+
+
+class AlertsConfig(Frozen):
+    """``alerts:`` of ``ratatouille.yaml``."""
+
+    webhooks: list[WebhookConfig] = Field(
+        default_factory=list, description="Where to POST alerts: `{url, kind: slack|json, events, headers, name}` each."
+    )
+    retries: int = Field(default=3, ge=0, le=10, description="Attempts after the first, on timeouts, 429 and 5xx.")
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Seconds to wait for a webhook to answer.")
+    backoff_s: float = Field(default=1.0, ge=0, le=60, description="First wait between attempts; it doubles each time.")
+
+
 ProfileName = Literal["tiny", "small", "medium", "large", "auto"]
 
 
@@ -94,6 +130,9 @@ class ProjectConfig(Frozen):
     state: StateConfig = StateConfig()
     server: ServerConfig = ServerConfig()
     engine: EngineConfig = EngineConfig()
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig, description="Webhook alerts on failed runs, failed tests and freshness breaches."
+    )
     vars: dict[str, Any] = Field(default_factory=dict)
 
 

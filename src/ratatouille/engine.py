@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import duckdb
 
 # Load order matters: iceberg needs avro.
-EXTENSIONS = ("avro", "iceberg", "httpfs")
+EXTENSIONS = ("avro", "iceberg", "httpfs", "excel")
 
 
 @dataclass(frozen=True)

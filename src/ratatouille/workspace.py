@@ -375,7 +375,9 @@ class Workspace:
             )
             result = runner.run(chosen, " ".join(select or []))
             self.__dict__.pop("_views", None)
-            return result
+        # Outside the lock: a slow webhook must not hold up other users of the workspace.
+        self.notify(result, trigger=trigger)
+        return result
 
     def compile(self, name: str, *, incremental: bool = False, variables: dict[str, Any] | None = None) -> str:
         """The SQL a model runs, with refs resolved to the tables ``rat query`` reads.
@@ -428,8 +430,10 @@ class Workspace:
         if unit:
             return list(unit_tests(graph, keys, self.con))
         with self._lock:
-            for key in keys:
-                self.sql(f"SELECT 1 FROM {self._published_relation(key)} LIMIT 0")  # registers the views
+            # Tests may read other tables too (relationships, ref() in custom tests): make every
+            # table visible, not only the selected ones.
+            for ref in self.tables(all_workspaces=True):
+                self._views.register(ref)
             return list(data_checks(graph, keys, self.con, self._published_relation))
 
     def freshness(self) -> list[Any]:
@@ -530,6 +534,170 @@ class Workspace:
         if isinstance(data, str):
             self.sql(data.strip().rstrip(";"))  # registers the tables it reads and checks it binds
         return register_data(self.con, data)
+
+    # -- sandboxed queries and accounts (for the API) -------------------------------------
+
+    if TYPE_CHECKING:  # here rather than at the top: this part of the class was added as one block
+        from ratatouille.sandbox import SandboxQuery
+        from ratatouille.state.auth import AuthStore
+
+    def sandboxed_sql(
+        self,
+        sql: str,
+        readable: Sequence[str] | None = None,
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        batch_rows: int | None = None,
+    ) -> SandboxQuery:
+        """Run one read-only query in the query sandbox and stream its result.
+
+        The sandbox sees only the lakehouse tables of this workspace and of ``readable`` (other
+        workspaces the caller may read): no files, no network, no writes, no settings (see
+        ``ratatouille.sandbox``). ``layer.table`` means this workspace's table. Close the result.
+
+        Args:
+            sql: one SELECT (or WITH/UNION/VALUES/DESCRIBE/SHOW/SUMMARIZE, or EXPLAIN of one).
+            readable: other workspaces whose tables the query may read.
+            limit: at most this many rows (``truncated`` tells whether more were cut).
+            timeout: stop the query after this many seconds, including streaming its result.
+            batch_rows: rows per Arrow batch.
+
+        Raises:
+            QueryRefusedError: the statement is not allowed in the sandbox.
+            QueryError: it does not parse, bind or run.
+            TableNotFoundError: it names a table that does not exist or may not be read.
+        """
+        from ratatouille.sandbox import BATCH_ROWS, pool_for
+
+        return pool_for(self.project).query(
+            sql,
+            self.name,
+            [self.name, *(readable or [])],
+            limit=limit,
+            timeout=timeout,
+            batch_rows=batch_rows or BATCH_ROWS,
+        )
+
+    def close_sandboxes(self) -> None:
+        """Close the project's query sandboxes (new ones open on next use)."""
+        from ratatouille.sandbox import close_pool
+
+        close_pool(self.project)
+
+    @cached_property
+    def auth(self) -> AuthStore:
+        """Users and API tokens, kept in the state store."""
+        from ratatouille.state.auth import AuthStore
+
+        return AuthStore(self.state)
+
+    # -- orchestration and alerts -----------------------------------------------------------
+
+    if TYPE_CHECKING:  # here rather than at the top: this part of the class was added as one block
+        from contextlib import AbstractContextManager
+
+        from ratatouille.alerts import AlertsConfig, Delivery
+        from ratatouille.storage.files import FileInfo
+
+    def notify(
+        self, result: RunResult, *, trigger: str | None = None, config: AlertsConfig | None = None
+    ) -> list[Delivery]:
+        """Send the alert a finished run deserves (see ``ratatouille.alerts``) to the configured
+        webhooks (``config``, else the project's ``alerts:``), and return the deliveries.
+
+        Sends nothing inside ``holding_alerts()`` or for a run already notified by this object.
+        Never raises: an unreachable webhook or a broken ``alerts:`` section is logged, not fatal.
+        """
+        import logging
+
+        from ratatouille.alerts import alerts_for, load_alerts, send
+
+        notified: set[str] = self.__dict__.setdefault("_notified_runs", set())
+        if self.__dict__.get("_alerts_held", 0) or result.run_id in notified:
+            return []
+        notified.add(result.run_id)
+        try:
+            alerts = alerts_for(result, workspace=self.name, trigger=trigger)
+            if not alerts:
+                return []
+            return send(alerts, config or load_alerts(self.project), project=self.project.name)
+        except Exception:  # alerts must never fail a run
+            logging.getLogger("ratatouille.alerts").warning("could not send alerts of %s", result.run_id, exc_info=True)
+            return []
+
+    def holding_alerts(self) -> AbstractContextManager[None]:
+        """A block within which ``notify`` sends nothing (for a caller that may retry the run and
+        notifies once, at the end, itself)."""
+        import contextlib
+        from collections.abc import Iterator
+
+        @contextlib.contextmanager
+        def hold() -> Iterator[None]:
+            self.__dict__["_alerts_held"] = self.__dict__.get("_alerts_held", 0) + 1
+            try:
+                yield
+            finally:
+                self.__dict__["_alerts_held"] -= 1
+
+        return hold()
+
+    def pending_files(self, source: str, path: str | None = None) -> list[FileInfo]:
+        """Files of a files source that its next ingestion would read: new, or changed since their
+        registry entry (same rule as ingestion: size and modification time, then checksum).
+
+        ``path`` is the source's glob when the caller knows it (a sensor polling every few seconds
+        then does not load the pipelines each time).
+
+        Raises:
+            ConfigError: there is no files source of that name.
+            ConnectorError: the landing zone cannot be listed.
+        """
+        from ratatouille.errors import ConfigError
+        from ratatouille.storage.files import Landing
+
+        name = source.removeprefix("bronze.")
+        if path is None:
+            graph = self.graph()
+            entry = graph.sources.get(name)
+            if entry is None or entry[0].type != "files":
+                files = sorted(n for n, (c, _p) in graph.sources.items() if c.type == "files")
+                raise ConfigError(f"no files source `{name}`; files sources: {', '.join(files) or 'none'}")
+            path = str(getattr(entry[0], "path"))  # noqa: B009 - files sources have a path
+        landing = Landing(self.project.landing, self.project.config.storage.s3)
+        registry = self.state.file_records(self.name, f"bronze.{name}")
+        pending = []
+        for info in landing.glob(path):
+            record = registry.get(info.path)
+            if record is not None and record["size"] == info.size:
+                if record.get("mtime_ns") == info.mtime_ns or record["checksum"] == landing.checksum(info.path):
+                    continue
+            pending.append(info)
+        return pending
+
+    def latest_test_results(self, node: str) -> tuple[str | None, list[dict[str, Any]]]:
+        """The test results of the latest run that tested ``node`` (``layer.name``): its id and its
+        results for that node, or ``(None, [])``."""
+        from sqlalchemy import select
+
+        t = self.state.t
+        query = (
+            select(t.test_results.c.run_id)
+            .join(t.runs, t.runs.c.id == t.test_results.c.run_id)
+            .where(t.runs.c.workspace == self.name, t.test_results.c.node == node)
+            .order_by(t.runs.c.started_at.desc())
+            .limit(1)
+        )
+        with self.state.engine.connect() as conn:
+            run_id = conn.execute(query).scalar()
+            if run_id is None:
+                return None, []
+            rows = conn.execute(
+                select(t.test_results)
+                .where(t.test_results.c.run_id == run_id, t.test_results.c.node == node)
+                .order_by(t.test_results.c.id)
+            )
+            return str(run_id), [dict(r._mapping) for r in rows]
 
 
 def _find_model(graph: Graph, name: str) -> Any:

@@ -195,3 +195,31 @@ def test_independent_models_run_in_parallel(tmp_path: Path, open_ws: Callable[[P
     first_finish = next(i for i, (event, _) in enumerate(seen) if event != "started")
     assert first_finish >= 2
     assert len(ws.tables()) == 6
+
+
+def test_failed_python_pipeline_does_not_mark_its_files_ingested(
+    tmp_path: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "py")
+    landing = root / "data" / "landing" / "in"
+    landing.mkdir(parents=True)
+    (landing / "a.csv").write_text("id,reason\n1,\n")
+    pipeline = """
+        from ratatouille import pipeline, rat
+
+        @pipeline(layer="bronze", columns=[{"name": "reason", "tests": [TESTS]}])
+        def raw():
+            for path in rat.ls("landing/in/*.csv"):
+                if not rat.is_ingested(path):
+                    rat.append("bronze.raw", rat.read_file(path, all_varchar=True))
+                    rat.mark_ingested(path)
+    """
+    write_files(root, {"pipelines/bronze/raw.py": pipeline.replace("TESTS", '"not_null"')})
+    ws = open_ws(root)
+    assert not ws.run().ok  # the test fails: nothing published, and the file stays unread
+    write_files(root, {"pipelines/bronze/raw.py": pipeline.replace("TESTS", "")})
+    ws.close()
+    assert ws.run().ok
+    assert ws.query("SELECT count(*) AS n FROM bronze.raw").to_pylist() == [{"n": 1}]

@@ -383,6 +383,189 @@ def logs(ctx: click.Context, run_id: str) -> None:
     render.run_record(g.open().run_record(run_id), as_json=g.json)
 
 
+# -- accounts and the server ----------------------------------------------------------------
+
+
+def _account_options(func: F) -> F:
+    """--project, --json and --debug (as on every command) without the global --workspace, which
+    ``tokens create`` uses for the token's own workspace."""
+    options = [
+        click.option(
+            "--project",
+            type=click.Path(file_okay=False, path_type=Path),
+            expose_value=False,
+            is_eager=True,
+            callback=_set("project"),
+            help="Project directory (default: nearest ratatouille.yaml upwards).",
+        ),
+        click.option(
+            "--json",
+            "json_",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_set("json"),
+            help="Machine-readable JSON output.",
+        ),
+        click.option(
+            "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set("debug"), help="Show tracebacks."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@cli.group()
+@global_options
+def users() -> None:
+    """Accounts that API tokens belong to."""
+
+
+@users.command("add")
+@global_options
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.pass_context
+def users_add(ctx: click.Context, name: str, password_stdin: bool) -> None:
+    """Add user NAME (asks for a password on a terminal; none means tokens only)."""
+    from ratatouille.cli import render
+
+    password: str | None = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin read an empty line; pipe the password in")
+    elif sys.stdin.isatty():
+        typed = click.prompt(
+            "Password (empty: tokens only)", hide_input=True, confirmation_prompt=True, default="", show_default=False
+        )
+        password = typed or None
+    g = _globals(ctx)
+    g.open().auth.add_user(name, password)
+    render.user_added(name, password is not None, as_json=g.json)
+
+
+@users.command("list")
+@global_options
+@click.pass_context
+def users_list(ctx: click.Context) -> None:
+    """List users."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.users_list(g.open().auth.users(), as_json=g.json)
+
+
+@users.command("remove")
+@global_options
+@click.argument("name")
+@click.pass_context
+def users_remove(ctx: click.Context, name: str) -> None:
+    """Remove user NAME and its tokens."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.user_removed(name, g.open().auth.remove_user(name), as_json=g.json)
+
+
+@cli.group()
+@global_options
+def tokens() -> None:
+    """API tokens: created, listed (never their values), revoked."""
+
+
+@tokens.command("create")
+@_account_options
+@click.option("--user", "user", required=True, help="Whose token (the user is created if missing).")
+@click.option("--role", type=click.Choice(["viewer", "editor", "admin"]), required=True, help="What it may do.")
+@click.option("--workspace", "scope", default=None, help="Limit it to one workspace (default: every workspace).")
+@click.option("--expires-days", type=click.IntRange(min=1), default=None, help="Expire after N days (default: never).")
+@click.pass_context
+def tokens_create(ctx: click.Context, user: str, role: str, scope: str | None, expires_days: int | None) -> None:
+    """Create an API token and print it once (with --json: {"token": "..."})."""
+    from datetime import UTC, datetime, timedelta
+
+    from ratatouille.cli import render
+    from ratatouille.errors import ConfigError
+
+    g = _globals(ctx)
+    workspace = g.open()
+    if scope is not None and scope not in workspace.project.workspace_names():
+        names = ", ".join(workspace.project.workspace_names())
+        raise ConfigError(f"workspace `{scope}` does not exist; workspaces: {names}")
+    expires = datetime.now(UTC) + timedelta(days=expires_days) if expires_days else None
+    value, info = workspace.auth.create_token(user, role, scope, expires_at=expires)
+    render.token_created(value, info, as_json=g.json)
+
+
+@tokens.command("list")
+@global_options
+@click.pass_context
+def tokens_list(ctx: click.Context) -> None:
+    """List tokens: id, user, role, workspace, status, last use (never the values)."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.tokens_list(g.open().auth.tokens(), as_json=g.json)
+
+
+@tokens.command("revoke")
+@global_options
+@click.argument("token_id")
+@click.pass_context
+def tokens_revoke(ctx: click.Context, token_id: str) -> None:
+    """Revoke token TOKEN_ID: it stops working at once."""
+    from ratatouille.cli import render
+
+    g = _globals(ctx)
+    render.token_revoked(g.open().auth.revoke_token(token_id), as_json=g.json)
+
+
+@cli.command()
+@global_options
+@click.option("--host", default=None, help="Address to listen on (default: server.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Port (default: server.port, 8080).")
+@click.option("--no-scheduler", is_flag=True, help="Serve the API only, without Dagster's daemon (schedules, sensors).")
+@click.option(
+    "--dagster-ui",
+    "dagster_ui",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Also serve Dagster's own web UI on 127.0.0.1:PORT (it has no authentication).",
+)
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, no_scheduler: bool, dagster_ui: int | None) -> None:
+    """Run the platform: the REST API (/api/v1, docs at /api/v1/docs) and the scheduler, until
+    Ctrl-C or SIGTERM stops every part."""
+    from ratatouille.api.server import serve as serve_api
+
+    serve_api(_globals(ctx).project, host, port, scheduler=not no_scheduler, dagster_ui_port=dagster_ui)
+
+
+@cli.group()
+@global_options
+def alerts() -> None:
+    """Webhook alerts: failed runs, failed tests, freshness breaches (``alerts:`` in ratatouille.yaml)."""
+
+
+@alerts.command("test")
+@global_options
+@click.pass_context
+def alerts_test(ctx: click.Context) -> None:
+    """Send a sample alert to every configured webhook and show each answer; exit 1 if one fails."""
+    from ratatouille.alerts import load_alerts, send_test
+    from ratatouille.cli import render
+    from ratatouille.project import find_root
+
+    g = _globals(ctx)
+    root = find_root(g.project)
+    deliveries = send_test(load_alerts(root), project=root.name)
+    render.alert_deliveries(deliveries, as_json=g.json)
+    if not all(d.ok for d in deliveries):
+        sys.exit(1)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="rat")

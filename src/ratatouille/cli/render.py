@@ -48,7 +48,9 @@ def _table(title: str | None, columns: list[str]) -> Any:
 
 
 def _cell(value: Any) -> str:
-    return "NULL" if value is None else str(value)
+    from rich.markup import escape
+
+    return "NULL" if value is None else escape(str(value))
 
 
 # -- query --------------------------------------------------------------------------------
@@ -449,3 +451,120 @@ def freshness(results: list[Any], as_json: bool) -> bool:
         )
     console().print(table)
     return breached
+
+
+# -- accounts -----------------------------------------------------------------------------
+
+
+def user_added(name: str, has_password: bool, as_json: bool) -> None:
+    """``rat users add``."""
+    if as_json:
+        emit_json({"user": name, "has_password": has_password})
+        return
+    how = "with a password" if has_password else "without a password (tokens only)"
+    click.secho(f"Added user {name} {how}.", fg="green")
+    click.echo(f"Give it a token: rat tokens create --user {name} --role viewer")
+
+
+def users_list(users: list[Any], as_json: bool) -> None:
+    """``rat users list``."""
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": u.name,
+                    "has_password": u.has_password,
+                    "active_tokens": u.active_tokens,
+                    "created_at": u.created_at.isoformat(timespec="seconds"),
+                }
+                for u in users
+            ]
+        )
+        return
+    if not users:
+        click.echo("No users yet. Create an admin token: rat tokens create --user admin --role admin")
+        return
+    table = _table("Users", ["user", "password", "active tokens", "created (UTC)"])
+    for u in users:
+        table.add_row(u.name, "yes" if u.has_password else "no", str(u.active_tokens), str(u.created_at)[:19])
+    console().print(table)
+
+
+def user_removed(name: str, tokens: int, as_json: bool) -> None:
+    """``rat users remove``."""
+    if as_json:
+        emit_json({"removed": name, "tokens_removed": tokens})
+        return
+    click.secho(f"Removed user {name} and its {tokens} token{'s' if tokens != 1 else ''}.", fg="green")
+
+
+def _scope(workspace: str | None) -> str:
+    return f"workspace {workspace}" if workspace else "every workspace"
+
+
+def token_created(value: str, info: Any, as_json: bool) -> None:
+    """``rat tokens create``: the token on stdout (once), what it is on stderr."""
+    if as_json:
+        click.echo(json.dumps({"token": value}))
+        return
+    expires = f"expires {info.expires_at.isoformat(timespec='seconds')}" if info.expires_at else "never expires"
+    click.secho(
+        f"Token {info.id} for {info.user}: {info.role.value} in {_scope(info.workspace)}, {expires}.",
+        fg="green",
+        err=True,
+    )
+    click.echo(value)
+    click.echo(
+        f"This is the only time it is shown: store it now. Use it as `Authorization: Bearer <token>`; "
+        f"revoke it with `rat tokens revoke {info.id}`.",
+        err=True,
+    )
+
+
+def tokens_list(tokens: list[Any], as_json: bool) -> None:
+    """``rat tokens list`` (never the token values: they are not stored)."""
+    if as_json:
+        emit_json([t.as_dict() for t in tokens])
+        return
+    if not tokens:
+        click.echo("No tokens yet. Create one: rat tokens create --user admin --role admin")
+        return
+    table = _table("API tokens", ["id", "user", "role", "workspace", "status", "created", "expires", "last used"])
+    table.columns[0].no_wrap = True  # an id is copied to `rat tokens revoke`: never fold it
+    colours = {"active": "green", "expired": "yellow", "revoked": "red"}
+    for t in tokens:
+        row = t.as_dict()
+        table.add_row(
+            t.id,
+            t.user,
+            t.role.value,
+            t.workspace or "*",
+            f"[{colours[t.status]}]{t.status}[/{colours[t.status]}]",
+            (row["created_at"] or "")[:16],
+            (row["expires_at"] or "never")[:16],
+            (row["last_used_at"] or "never")[:16],
+        )
+    console().print(table)
+
+
+def token_revoked(info: Any, as_json: bool) -> None:
+    """``rat tokens revoke``."""
+    if as_json:
+        emit_json(info.as_dict())
+        return
+    click.secho(f"Revoked {info.id} ({info.user}, {info.role.value} in {_scope(info.workspace)}).", fg="green")
+
+
+def alert_deliveries(deliveries: list[Any], as_json: bool) -> None:
+    """``rat alerts test``: each webhook's answer."""
+    from dataclasses import asdict
+
+    if as_json:
+        emit_json([{**asdict(d), "ok": d.ok} for d in deliveries])
+        return
+    table = _table("Webhooks", ["webhook", "kind", "status", "attempts", "error"])
+    for d in deliveries:
+        colour = "green" if d.ok else "red"
+        status = str(d.status) if d.status is not None else "no answer"
+        table.add_row(d.webhook, d.kind, f"[{colour}]{status}[/{colour}]", str(d.attempts), _escape(d.error or ""))
+    console().print(table)

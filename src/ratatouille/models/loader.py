@@ -166,6 +166,8 @@ def _is_python_sidecar(path: Path) -> bool:
 
 
 def _add(models: dict[str, Model], model: Model, problems: list[Problem]) -> None:
+    if not model.config.enabled:
+        return  # `enabled: false`: the model is not part of the DAG
     if model.key in models:
         other = models[model.key]
         problems.append(Problem(str(model.path), None, "", f"model `{model.key}` is also defined in {other.path}"))

@@ -115,7 +115,7 @@ def python_pipeline_scope(
         def register() -> None:
             ctx.state.record_files(ctx.workspace, model.key, entries, ctx.run_id)
 
-        ctx.after_publish.append(register)
+        ctx.after_publish.append((model.key, register))
 
 
 def current_scope() -> PipelineScope | None:

@@ -115,7 +115,7 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
         if config.type != "files" and new_state:
             ctx.state.save_source_state(workspace, config.name, new_state)
 
-    ctx.after_publish.append(save)
+    ctx.after_publish.append((node.key, save))
     return result
 
 

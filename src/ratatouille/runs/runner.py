@@ -98,7 +98,7 @@ class RunContext:
     stages: dict[str, str] = field(default_factory=dict)  # new table key -> hidden stage name
     changed: set[str] = field(default_factory=set)  # tables that got a new snapshot in this run
     owners: dict[str, str] = field(default_factory=dict)  # table key -> node that wrote it
-    after_publish: list[Callable[[], None]] = field(default_factory=list)
+    after_publish: list[tuple[str, Callable[[], None]]] = field(default_factory=list)  # (node, hook)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     def write(
@@ -641,8 +641,11 @@ class Runner:
                     result.error = error
         self._cleanup_branches(ctx)
         if error is None:
-            for hook in ctx.after_publish:
-                hook()
+            for owner, hook in ctx.after_publish:
+                # Bookkeeping (file registry, cursors) only for nodes whose output was published:
+                # a node that failed must read the same input again next time.
+                if owner not in results or results[owner].status == "success":
+                    hook()
             for key, snapshot in published.items():
                 if key in results:
                     results[key].snapshot_id = snapshot
