@@ -180,3 +180,24 @@ def test_rat_serve_starts_hints_at_the_first_token_and_stops_cleanly(root: Path,
     assert err.count("rat tokens create --user admin --role admin") == 1
     assert "Application shutdown complete" in err
     assert "Traceback" not in err
+    # The scheduler (Dagster's daemon and its code server) stopped with it.
+    deadline = time.monotonic() + 20
+    while _processes_of(root) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_of(root) == []
+
+
+def _processes_of(root: Path) -> list[str]:
+    """Command lines of live processes that mention the project (Dagster's home is inside it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) in cmdline or f"DAGSTER_HOME={root}" in environ:
+            found.append(cmdline)
+    return found

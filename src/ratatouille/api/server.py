@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,19 @@ def serve(
         from ratatouille.orchestration.daemon import default_home, start, stop
 
         processes = start(project.root, default_home(project.root), webserver_port=dagster_ui_port)
+
+        # uvicorn restores the previous handlers when it stops and then re-raises the signal it
+        # caught, which would end this process before a `finally` runs. These handlers are what
+        # it restores: they stop Dagster's processes first, then let the signal do what it did.
+        def stop_then_reraise(sig: int, frame: Any) -> None:
+            stop(processes)
+            if sig == signal.SIGINT:
+                signal.default_int_handler(sig, frame)
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+        for handled in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(handled, stop_then_reraise)
     try:
         uvicorn.Server(config).run()
     finally:
