@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from ratatouille.connectors.base import Output, ReadContext, SourceConfig
 from ratatouille.connectors.registry import connector_class
 from ratatouille.engine import quote
-from ratatouille.errors import ConnectorError
 from ratatouille.runs.dag import Node
 from ratatouille.storage.files import FileInfo, Landing
 
@@ -203,4 +202,4 @@ def _already_in_bronze(
     return {r[0] for r in rows}
 
 
-__all__ = ["ConnectorError", "run_source"]
+__all__ = ["run_source"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ratatouille.engine import quote
-from ratatouille.errors import CommitConflictError, ConfigError, PipelineError, RatatouilleError, TestFailure
+from ratatouille.errors import CommitConflictError, PipelineError, RatatouilleError, TestFailure
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized, Strategy
 from ratatouille.models.loader import Model
@@ -686,4 +686,4 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip()
 
 
-__all__ = ["ConfigError", "NodeResult", "RunContext", "RunResult", "Runner", "TestResult"]
+__all__ = ["NodeResult", "RunContext", "RunResult", "Runner", "TestResult"]

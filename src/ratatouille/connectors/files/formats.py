@@ -34,6 +34,7 @@ import logging
 import re
 import uuid
 import zipfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,7 +162,7 @@ def _error_text(exc: BaseException) -> str:
     return re.sub(r"^[A-Za-z ]+ Error: ", "", text)[:2000]
 
 
-class FileRead:
+class FileRead(ABC):
     """A file being read: ``schema``, ``batches()`` and, once they are exhausted, ``problems``."""
 
     def __init__(self, spec: FileSpec, cur: duckdb.DuckDBPyConnection) -> None:
@@ -170,17 +171,17 @@ class FileRead:
         self.problems: list[Bad] = []
         self.schema: pa.Schema | None = None
 
+    @abstractmethod
     def open(self) -> None:
         """Bind the file and start reading it.
 
         Raises:
             UnreadableFile: the file cannot be read at all.
         """
-        raise NotImplementedError
 
+    @abstractmethod
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The good rows, streamed."""
-        raise NotImplementedError
 
 
 # --- the file as UTF-8 bytes, for line accounting ---------------------------------------------------------------
