@@ -33,13 +33,23 @@ TINY = Profile(name="tiny", memory_limit="1GB", threads=2, max_parallel_pipeline
 
 
 class Read:
-    """One file's output: its rows (as a table) and its quarantine records."""
+    """One file's output: its rows (as a table) and its quarantine records.
 
-    def __init__(self, output: Output) -> None:
+    An output with ``sql`` (``sql_outputs``) is read as the ingestion does: the query first, on
+    the connector's connection, then the remaining batches."""
+
+    def __init__(self, output: Output, con: duckdb.DuckDBPyConnection | None = None) -> None:
         self.output = output
+        tables = []
+        if output.sql is not None:
+            assert con is not None
+            tables.append(con.sql(output.sql).arrow().read_all())
         batches = list(output.batches)  # quarantine is complete only after this
-        self.schema = output.schema
-        self.table = pa.Table.from_batches(batches, schema=output.schema) if output.schema is not None else None
+        tables += [pa.Table.from_batches([b]) for b in batches]
+        self.table = pa.concat_tables(tables, promote_options="permissive") if tables else None
+        if self.table is None and output.schema is not None:
+            self.table = output.schema.empty_table()
+        self.schema = self.table.schema if self.table is not None else None
         self.quarantine = output.quarantine
 
     @property
@@ -55,21 +65,36 @@ class Read:
         return self.table.column(name).to_pylist()
 
 
+SQL_MODE = {"on": False}
+
+
+@pytest.fixture(params=["arrow", "sql"])
+def csv_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a CSV test both ways the connector reads: Arrow batches, and ``sql_outputs`` (as ``rat ingest``)."""
+    monkeypatch.setitem(SQL_MODE, "on", request.param == "sql")
+
+
 def config(path: str, **keys: Any) -> FilesSourceConfig:
     return FilesSourceConfig.model_validate({"name": "sales", "type": "files", "path": path, **keys})
 
 
 def connector(landing: Path | Landing, path: str, **keys: Any) -> FilesConnector:
     land = landing if isinstance(landing, Landing) else Landing(str(landing), S3Config())
-    return FilesConnector(config(path, **keys), landing=land, profile=TINY, temp_directory=Path(land.root) / ".tmp")
+    conn = FilesConnector(config(path, **keys), landing=land, profile=TINY, temp_directory=Path(land.root) / ".tmp")
+    if SQL_MODE["on"]:
+        conn.sql_outputs = True
+        conn.con = connect(TINY, Path(land.root) / ".tmp" / "duckdb")
+    return conn
 
 
 def read(conn: FilesConnector, files: list[str] | None = None, batch_rows: int = 100_000) -> list[Read]:
     state: dict[str, Any] = {} if files is None else {"files": files}
     try:
-        return [Read(out) for out in conn.read(ReadContext(state=state, log=LOG, batch_rows=batch_rows))]
+        return [Read(out, conn.con) for out in conn.read(ReadContext(state=state, log=LOG, batch_rows=batch_rows))]
     finally:
         conn.close()
+        if SQL_MODE["on"] and conn.con is not None:
+            conn.con.close()
 
 
 def read_one(landing: Path | Landing, path: str, **keys: Any) -> Read:
@@ -151,6 +176,7 @@ def test_unknown_duckdb_type_is_reported_when_read(tmp_path: Path) -> None:
 # --- CSV: clean files ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_glob_gives_one_output_per_file_with_pattern_columns(tmp_path: Path) -> None:
     for group, day, rows in [("north", "2026-01-01", 2), ("south", "2026-01-01", 1), ("north", "2026-01-02", 3)]:
         body = "".join(f"{i},{group}-{i}\n" for i in range(rows))
@@ -184,6 +210,7 @@ def test_reads_only_the_files_the_ingestion_layer_passes(tmp_path: Path) -> None
     assert read(connector(tmp_path, "landing/in/*.csv"), files=[]) == []
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_explicit_types_override_inference_and_names_are_stripped(tmp_path: Path) -> None:
     write(
         tmp_path / "s" / "a.csv",
@@ -199,6 +226,7 @@ def test_explicit_types_override_inference_and_names_are_stripped(tmp_path: Path
     assert r.rows[0]["unit_price"] == Decimal("2.50") and r.rows[1]["sold_on"] == date(2026, 1, 3)
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_tsv_semicolons_latin1_and_skip_rows(tmp_path: Path) -> None:
     write(tmp_path / "t" / "a.tsv", "id\tname\n1\tx y\n2\tz\n")
     assert read_one(tmp_path, "landing/t/a.tsv").column("name") == ["x y", "z"]
@@ -225,6 +253,7 @@ DIRTY = (
 )
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_dirty_csv_rows_are_quarantined_with_line_and_raw_text(tmp_path: Path) -> None:
     path = write(tmp_path / "s" / "dirty.csv", DIRTY)
     r = read_one(tmp_path, "landing/s/dirty.csv", columns={"txn_id": "bigint", "amount": "double"})
@@ -244,6 +273,7 @@ def test_dirty_csv_rows_are_quarantined_with_line_and_raw_text(tmp_path: Path) -
     assert len(r.rows) + len(r.quarantine) == data_lines(path) - 1
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_unterminated_quote_does_not_swallow_the_rest_of_a_big_file(tmp_path: Path) -> None:
     lines = ["id,name"] + [f"{i},n{i}" for i in range(1, 50_001)]
     lines[10] = '10,"broken'
@@ -256,6 +286,7 @@ def test_unterminated_quote_does_not_swallow_the_rest_of_a_big_file(tmp_path: Pa
     assert len(r.rows) + len(r.quarantine) == data_lines(path)
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_crlf_line_numbers(tmp_path: Path) -> None:
     write(tmp_path / "s" / "w.csv", "id,name\r\n1,a\r\n2\r\n3,c\r\nx,d\r\n")
     r = read_one(tmp_path, "landing/s/w.csv", columns={"id": "bigint"})
@@ -263,6 +294,7 @@ def test_crlf_line_numbers(tmp_path: Path) -> None:
     assert [(q["_line"], q["_raw"]) for q in r.quarantine] == [(3, "2"), (5, "x,d")]
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_one_odd_value_inside_the_sample_widens_the_column(tmp_path: Path) -> None:
     write(tmp_path / "s" / "a.csv", "id,qty\n1,1\n2,two\n3,3\n")
     r = read_one(tmp_path, "landing/s/a.csv")
@@ -270,6 +302,7 @@ def test_one_odd_value_inside_the_sample_widens_the_column(tmp_path: Path) -> No
     assert r.column("qty") == ["1", "two", "3"] and not r.quarantine
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_a_value_past_the_sniffer_sample_is_quarantined_not_dropped(tmp_path: Path) -> None:
     rows = [f"{i},{i * 10}" for i in range(1, 3001)]
     rows[2500] = "2501,n/a"
@@ -282,6 +315,7 @@ def test_a_value_past_the_sniffer_sample_is_quarantined_not_dropped(tmp_path: Pa
     assert whole.schema is not None and whole.schema.field("qty").type == pa.string() and not whole.quarantine
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_on_error_fail_names_file_line_and_reason(tmp_path: Path) -> None:
     path = write(tmp_path / "s" / "dirty.csv", DIRTY)
     conn = connector(tmp_path, "landing/s/*.csv", columns={"txn_id": "bigint"}, on_error="fail")
@@ -299,6 +333,7 @@ def test_on_error_fail_on_an_unreadable_file(tmp_path: Path) -> None:
         read(connector(tmp_path, "landing/p/*.parquet", on_error="fail"))
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_empty_files_give_no_rows_and_no_quarantine(tmp_path: Path) -> None:
     write(tmp_path / "e" / "a.csv", "")
     write(tmp_path / "e" / "b.csv", "id,name\n")
@@ -313,6 +348,7 @@ def test_empty_files_give_no_rows_and_no_quarantine(tmp_path: Path) -> None:
         assert (r.schema, r.rows, r.quarantine) == (None, [], [])
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_gzipped_csv_line_numbers(tmp_path: Path) -> None:
     import gzip
 
@@ -567,6 +603,7 @@ def test_reads_ndjson_and_excel_from_s3(
 # --- the POS sample -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("csv_mode")
 def test_pos_sample_is_read_fully(tmp_path: Path) -> None:
     summary = generate_pos(tmp_path / "landing", rows=5000, days=3)
     landing = tmp_path / "landing"
@@ -588,3 +625,20 @@ def test_pos_sample_is_read_fully(tmp_path: Path) -> None:
     for name, expected in (("stores", summary.stores), ("products", summary.products)):
         (r,) = read(connector(landing, f"landing/{name}/*.csv"))
         assert len(r.rows) == expected and not r.quarantine
+
+
+@pytest.mark.usefixtures("csv_mode")
+def test_fully_typed_files_are_not_sniffed_and_keep_their_header(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ratatouille.connectors.files import formats
+
+    def no_sniff(self: formats.CsvFile) -> None:
+        raise AssertionError("a fully typed file must not be sniffed")
+
+    monkeypatch.setattr(formats.CsvFile, "_sniff", no_sniff)
+    write(tmp_path / "s" / "a.csv", '\ufeff id ,"the, name",amount\n1,"a, b",1.5\nx,c,2\n3,d,2.5\n')
+    r = read_one(tmp_path, "landing/s/a.csv", columns={"id": "bigint", "the, name": "varchar", "AMOUNT": "double"})
+    assert r.schema is not None and r.schema.names[:3] == ["id", "the, name", "amount"]
+    assert r.rows[0]["the, name"] == "a, b" and r.column("amount") == [1.5, 2.5]
+    assert [(q["_line"], q["_raw"]) for q in r.quarantine] == [(3, "x,c,2")]

@@ -49,6 +49,9 @@ class Output:
         primary_key: key columns for ``merge``.
         quarantine: rows that could not be read, each with at least ``_source``,
             ``_line`` (or another locator), ``_raw`` and ``_reason`` columns.
+        sql: when set, a DuckDB ``SELECT`` (on the connection the connector was given) that yields
+            the rows; the consumer runs it to completion first and then exhausts ``batches``,
+            which holds only what the query could not produce (e.g. rows read again).
     """
 
     table: str
@@ -57,6 +60,7 @@ class Output:
     mode: Literal["append", "merge", "replace"] = "append"
     primary_key: list[str] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
+    sql: str | None = None
 
 
 @dataclass

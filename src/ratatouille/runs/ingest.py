@@ -54,18 +54,17 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
         if not files:
             ctx.state.log(ctx.run_id, "INFO", "no new files", node.key)
             return result
+    runner.lakehouse.warm_up()  # the write needs the catalog: open it while the files are read
     from datetime import UTC, datetime
 
     ingested_at = datetime.now(UTC)
     setattr(connector, "con", con)  # noqa: B010 - connectors may use the run's connection
+    setattr(connector, "sql_outputs", True)  # noqa: B010 - CSV straight from DuckDB, no Arrow round trip
     extra = {} if config.type == "files" else {"_source": config.name, "_ingested_at": ingested_at}
     outputs: list[Output] = []
 
     def write(table: str, group: list[Output]) -> None:
         key = node.key if not table else f"{node.key}_{table}"
-        reader = _one_stream(group, extra)
-        if reader is None:
-            return
         first = group[0]
         mode = {"append": "append", "merge": "merge", "replace": "overwrite"}[first.mode]
         options: dict[str, Any] = {"schema_drift": config.schema_drift}
@@ -75,7 +74,27 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
             # Changed files replace the rows of their previous version, in the same commit.
             listed = ", ".join("'" + p.replace("'", "''") + "'" for p in changed)
             mode, options["where"] = "overwrite", f"_source_file IN ({listed})"
-        written = ctx.write(con, key, reader, mode, owner=node.key, **options)  # type: ignore[arg-type]
+        queries = [f"SELECT * FROM ({o.sql})" for o in group if o.sql is not None]
+        if queries:
+            # CSV: DuckDB reads the files straight into the table's Parquet files, in one COPY.
+            written = ctx.write(con, key, " UNION ALL BY NAME ".join(queries), mode, owner=node.key, **options)  # type: ignore[arg-type]
+            result.rows_written += written.rows_written
+            result.snapshot_id = written.snapshot_id
+            # Then each file's rejects are collected; rows read again after a runaway quote (a
+            # few lines each) come back as batches, appended in a second commit of the branch.
+            rest = [batch for output in group for batch in output.batches]
+            if not rest:
+                return
+            import pyarrow as pa
+
+            tables = [pa.Table.from_batches([batch]) for batch in rest]
+            data: Any = pa.concat_tables(tables, promote_options="permissive")
+            mode, options = "append", {"schema_drift": config.schema_drift}
+        else:
+            data = _one_stream(group, extra)
+            if data is None:
+                return
+        written = ctx.write(con, key, data, mode, owner=node.key, **options)  # type: ignore[arg-type]
         result.rows_written += written.rows_written
         result.snapshot_id = written.snapshot_id
 
@@ -188,8 +207,8 @@ def _already_in_bronze(
 ) -> set[str]:
     import duckdb
 
-    if not paths:
-        return set()
+    if not paths or key not in runner.locations:
+        return set()  # no table yet: nothing published
     runner._ensure_views()  # noqa: SLF001 - the run's views, created only when needed
     relation = runner.relation(key)
     listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)

@@ -24,7 +24,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ratatouille.engine import quote
+from ratatouille.engine import literal, quote
 from ratatouille.errors import CommitConflictError, PipelineError, RatatouilleError, TestFailure
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized, Strategy
@@ -35,7 +35,7 @@ from ratatouille.runs.graph import Graph
 from ratatouille.state.store import StateStore
 from ratatouille.storage.catalog import Lakehouse, TableRef
 from ratatouille.storage.publish import Publication, fault, publish
-from ratatouille.storage.results import Mode, WriteResult
+from ratatouille.storage.results import Mode, NullKeys, WriteResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -100,6 +100,7 @@ class RunContext:
     owners: dict[str, str] = field(default_factory=dict)  # table key -> node that wrote it
     after_publish: list[tuple[str, Callable[[], None]]] = field(default_factory=list)  # (node, hook)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    key_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def write(
         self,
@@ -152,6 +153,10 @@ class RunContext:
         with self.lock:
             if key in self.bases:
                 return
+            key_lock = self.key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # catalog calls outside the run's lock: other tables need not wait
+            if key in self.bases:
+                return
             ref = self.ref(key)
             catalog = self.lakehouse.catalog
             base: int | None = None
@@ -159,11 +164,12 @@ class RunContext:
             current = table.current_snapshot() if table is not None else None
             if table is not None and current is not None:
                 base = current.snapshot_id  # the writer creates the branch here, with its first commit
-            else:
-                if table is not None:  # an empty leftover (no snapshot): replaced on publish
-                    catalog.drop_table(ref.identifier)
-                self.stages[key] = stage_name(ref.name, self.branch.removeprefix("audit_")[-8:])
-            self.bases[key] = base
+            elif table is not None:  # an empty leftover (no snapshot): replaced on publish
+                catalog.drop_table(ref.identifier)
+            with self.lock:
+                if base is None:
+                    self.stages[key] = stage_name(ref.name, self.branch.removeprefix("audit_")[-8:])
+                self.bases[key] = base
 
 
 class Runner:
@@ -217,8 +223,7 @@ class Runner:
         self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"
         order = self.graph.dag.order(selection)
         results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
-        for key in order:
-            self.state.node_update(run_id, key, kind=results[key].kind, status="pending")
+        self.state.add_nodes(run_id, [(key, results[key].kind) for key in order])
         self._views_ready = False
         self.locations = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
         self.previous = {} if self.full_refresh else self.state.node_states(self.workspace)
@@ -296,6 +301,7 @@ class Runner:
                     result.up_to_date = True
                     result.status = "success"
                     return self._record(ctx, node, result, started)
+                self.lakehouse.warm_up()
                 self._ensure_views()
                 if model.kind == "python":
                     self._run_python(ctx, model, result, con)
@@ -439,23 +445,22 @@ class Runner:
             mode = "delete+insert"
         if cctx.incremental and config.incremental.watermark:
             result.watermark = cctx.watermark(config.incremental.watermark)
-        source = compiled.sql
+        null_keys = None
+        if keys and model.materialized == Materialized.INCREMENTAL:
+            null_keys = self._quarantine_null_keys(ctx, model, con, keys, result)
         try:
-            if keys and model.materialized == Materialized.INCREMENTAL:
-                source = self._quarantine_null_keys(ctx, model, con, source, keys, result)
             written = ctx.write(
                 con,
                 model.key,
-                source,
+                compiled.sql,
                 mode,
                 unique_key=keys if mode in ("merge", "delete+insert") else None,
                 partition_by=config.partition_by if (config.partition_by or mode == "overwrite") else None,
                 schema_drift=config.schema_drift,
+                null_keys=null_keys,
             )
         except duckdb.Error as exc:
             raise PipelineError(f"{model.path}: {_first_line(exc)}") from None
-        finally:
-            con.execute("DROP TABLE IF EXISTS __rat_model_output")
         result.rows_written = written.rows_written
         result.rows_deleted = written.rows_deleted
         result.snapshot_id = written.snapshot_id
@@ -465,28 +470,26 @@ class Runner:
         ctx: RunContext,
         model: Model,
         con: duckdb.DuckDBPyConnection,
-        sql: str,
         keys: list[str],
         result: NodeResult,
-    ) -> str:
-        """Rows whose unique key is NULL go to ``quarantine.<layer>_<name>``, not into the table."""
-        con.execute(f"CREATE OR REPLACE TEMP TABLE __rat_model_output AS {sql}")
-        null_test = " OR ".join(f"{quote(k)} IS NULL" for k in keys)
-        row = con.execute(f"SELECT count(*) FROM __rat_model_output WHERE {null_test}").fetchone()
-        bad = int(row[0]) if row else 0
-        if bad:
-            reason = f"NULL in unique key ({', '.join(keys)})"
+    ) -> NullKeys:
+        """Rows whose unique key is NULL go to ``quarantine.<layer>_<name>``, not into the table
+        (checked on the files the write produced: the model's SQL runs once)."""
+        reason = f"NULL in unique key ({', '.join(keys)})"
+
+        def divert(select: str, count: int) -> None:
             ctx.write(
                 con,
                 f"quarantine.{model.layer}_{model.name}",
-                f"SELECT *, '{reason}' AS _reason, '{ctx.run_id}' AS _run_id, now() AS _quarantined_at "
-                f"FROM __rat_model_output WHERE {null_test}",
+                f"SELECT *, {literal(reason)} AS _reason, {literal(ctx.run_id)} AS _run_id, "
+                f"now() AS _quarantined_at FROM ({select})",
                 "append",
                 owner=model.key,
             )
-            result.rows_quarantined = bad
-            self.state.log(ctx.run_id, "WARN", f"{bad} row(s) quarantined: {reason}", model.key)
-        return f"SELECT * FROM __rat_model_output WHERE NOT ({null_test})"
+            result.rows_quarantined = count
+            self.state.log(ctx.run_id, "WARN", f"{count} row(s) quarantined: {reason}", model.key)
+
+        return NullKeys(tuple(keys), divert)
 
     def _run_python(self, ctx: RunContext, model: Model, result: NodeResult, con: duckdb.DuckDBPyConnection) -> None:
         from ratatouille.runs.context import python_pipeline_scope

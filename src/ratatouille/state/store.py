@@ -172,6 +172,9 @@ class StateStore:
                 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
                     cursor = dbapi_connection.cursor()
                     cursor.execute("PRAGMA journal_mode=WAL")
+                    # WAL + NORMAL: a commit survives the process being killed, without an
+                    # fsync per commit (a run writes dozens of small records).
+                    cursor.execute("PRAGMA synchronous=NORMAL")
                     cursor.execute("PRAGMA busy_timeout=30000")
                     cursor.close()
 
@@ -233,6 +236,15 @@ class StateStore:
                 values.setdefault("kind", "model")
                 values.setdefault("status", "pending")
                 conn.execute(t.insert().values(run_id=run_id, node=node, **values))
+
+    def add_nodes(self, run_id: str, nodes: list[tuple[str, str]]) -> None:
+        """Record the (node, kind) pairs of a run as pending, in one transaction."""
+        if nodes:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    self.t.model_runs.insert(),
+                    [{"run_id": run_id, "node": node, "kind": kind, "status": "pending"} for node, kind in nodes],
+                )
 
     def add_test_result(self, run_id: str, node: str, **values: Any) -> None:
         """Record one test result."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +72,7 @@ class Lakehouse:
             self.warehouse = str((root / warehouse).resolve())
         self.is_s3 = self.warehouse.startswith(("s3://", "s3a://"))
         self._lock = threading.Lock()
+        self._catalog_lock = threading.Lock()
         self._namespaces: set[tuple[str, str]] = set()
 
     def io_properties(self) -> dict[str, str]:
@@ -88,18 +88,42 @@ class Lakehouse:
         props["s3.force-virtual-addressing"] = "false" if s3.path_style else "true"
         return props
 
-    @cached_property
+    @property
     def catalog(self) -> Catalog:
-        """The PyIceberg catalog, opened on first use.
+        """The PyIceberg catalog, opened on first use (once, whichever thread asks first).
 
         Raises:
             CatalogError: the catalog cannot be reached or initialised.
         """
+        catalog = self.__dict__.get("_catalog")
+        if catalog is None:
+            with self._catalog_lock:
+                catalog = self.__dict__.get("_catalog")
+                if catalog is None:
+                    catalog = self.__dict__["_catalog"] = self._open_catalog()
+        return catalog
+
+    def warm_up(self) -> None:
+        """Open the catalog on a background thread: importing PyIceberg takes about a second,
+        which a run spends better while DuckDB reads its first files."""
+        if "_catalog" in self.__dict__:
+            return
+
+        def open_quietly() -> None:
+            try:
+                self.catalog  # noqa: B018 - opened for its side effect
+            except CatalogError:
+                pass  # whoever needs the catalog next reports the error
+
+        threading.Thread(target=open_quietly, name="rat-catalog", daemon=True).start()
+
+    def _open_catalog(self) -> Catalog:
         cfg = self.config.catalog
         props = {**self.io_properties(), **cfg.properties}
         try:
             if cfg.type == "sql":
                 from pyiceberg.catalog.sql import SqlCatalog
+                from pyiceberg.io.pyarrow import PyArrowFileIO  # noqa: F401 - imported here, once, not per table
 
                 warehouse = self.warehouse if self.is_s3 else f"file://{self.warehouse}"
                 return SqlCatalog(cfg.name, uri=resolve_uri(cfg.uri, self.root), warehouse=warehouse, **props)
@@ -114,7 +138,8 @@ class Lakehouse:
 
     def close(self) -> None:
         """Release catalog connections (the SQL catalog keeps a connection pool)."""
-        catalog = self.__dict__.pop("catalog", None)
+        with self._catalog_lock:
+            catalog = self.__dict__.pop("_catalog", None)
         self._namespaces.clear()
         engine = getattr(catalog, "engine", None)
         if engine is not None:

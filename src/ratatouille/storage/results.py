@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,3 +25,17 @@ class WriteResult:
     created: bool = False
     schema_changes: tuple[str, ...] = ()
     committed: bool = True  # False when there was nothing to write (no new snapshot)
+
+
+@dataclass(frozen=True)
+class NullKeys:
+    """Rows whose ``keys`` hold a NULL are not written; ``divert`` gets them first.
+
+    ``divert(select, count)`` receives a DuckDB ``SELECT`` over those rows (valid only during the
+    call, on the writer's connection) and how many there are, e.g. to append them to a
+    quarantine table. The check costs one scan of the key columns of the written files; the
+    rows are never materialized twice.
+    """
+
+    keys: tuple[str, ...]
+    divert: Callable[[str, int], None]

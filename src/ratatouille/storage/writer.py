@@ -33,7 +33,7 @@ from ratatouille.engine import quote
 from ratatouille.errors import CommitConflictError, DataError, SchemaError
 from ratatouille.storage import partitioning, types
 from ratatouille.storage.catalog import Lakehouse, TableRef
-from ratatouille.storage.results import KEYED, Mode, SchemaDrift, WriteResult
+from ratatouille.storage.results import KEYED, Mode, NullKeys, SchemaDrift, WriteResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -79,6 +79,7 @@ class TableWriter:
         schema_drift: SchemaDrift = "evolve",
         branch: str | None = None,
         properties: dict[str, str] | None = None,
+        null_keys: NullKeys | None = None,
     ) -> WriteResult:
         """Write the rows of ``source_sql`` into the table ``ref``, creating it if needed.
 
@@ -96,6 +97,7 @@ class TableWriter:
             branch: write to this branch instead of ``main``; a branch that does not exist yet is
                 created at ``main`` in the same commit.
             properties: extra snapshot summary properties (run ids, ...).
+            null_keys: divert rows with a NULL in these key columns instead of writing them.
 
         Raises:
             SchemaError: the data does not fit the table; nothing was written.
@@ -110,9 +112,9 @@ class TableWriter:
         wanted_partitions = partitioning.parse(list(partition_by)) if partition_by is not None else None
         relation = self.con.sql(source_sql)
         incoming = self._incoming_schema(relation.columns, relation.types)
-        for key in keys:
+        for key in [*keys, *(null_keys.keys if null_keys else ())]:
             if key not in dict(incoming):
-                raise DataError(f"merge key `{key}` is not a column of the data for `{ref.short}`")
+                raise DataError(f"key `{key}` is not a column of the data for `{ref.short}`")
 
         self.lakehouse.ensure_namespace(ref.workspace, ref.layer)
         snapshot_props = {"rat.operation": mode, **(properties or {})}
@@ -134,6 +136,7 @@ class TableWriter:
                         branch,
                         snapshot_props,
                         written,
+                        null_keys,
                     )
                 except _Retry as retry:
                     if attempt >= self.max_retries:
@@ -161,6 +164,7 @@ class TableWriter:
         branch: str | None,
         props: dict[str, str],
         written: _Written,
+        null_keys: NullKeys | None = None,
     ) -> WriteResult:
         from pyiceberg.exceptions import TableAlreadyExistsError
 
@@ -203,7 +207,20 @@ class TableWriter:
                 changes = diff.describe()
             self._check_partitioning(ref, table, tx, wanted, mode, where)
             return self._finish(
-                ref, table, tx, source_sql, incoming, mode, where, keys, branch, props, written, created, changes
+                ref,
+                table,
+                tx,
+                source_sql,
+                incoming,
+                mode,
+                where,
+                keys,
+                branch,
+                props,
+                written,
+                created,
+                changes,
+                null_keys,
             )
         except BaseException:
             if created:
@@ -233,6 +250,7 @@ class TableWriter:
         written: _Written,
         created: bool,
         changes: list[str],
+        null_keys: NullKeys | None = None,
     ) -> WriteResult:
         from pyiceberg.exceptions import CommitFailedException
 
@@ -245,6 +263,8 @@ class TableWriter:
         if not written.staged:
             written.staged, written.rows = self._copy(tx, schema, source_sql, dict(incoming))
             written.field_ids = field_ids
+            if null_keys is not None:
+                self._divert_null_keys(tx, schema, written, null_keys)
             if mode in KEYED:
                 self._check_keys(ref, written.staged, keys, unique=mode == "merge")
 
@@ -403,6 +423,21 @@ class TableWriter:
         empty = [f for f in data_files if f.record_count == 0]
         self._remove(empty)
         return [f for f in data_files if f.record_count > 0], count
+
+    def _divert_null_keys(self, tx: Transaction, schema: Schema, written: _Written, null_keys: NullKeys) -> None:
+        """Hand rows with a NULL key to ``null_keys.divert`` and rewrite the files without them."""
+        if not written.staged:
+            return
+        files = _file_list(written.staged)
+        null_test = " OR ".join(f"{quote(k)} IS NULL" for k in null_keys.keys)
+        row = self.con.execute(f"SELECT count(*) FROM read_parquet({files}) WHERE {null_test}").fetchone()
+        bad = int(row[0]) if row else 0
+        if not bad:
+            return
+        null_keys.divert(f"SELECT * FROM read_parquet({files}) WHERE {null_test}", bad)
+        kept, rows = self._write_files(tx, schema, f"SELECT * FROM read_parquet({files}) WHERE NOT ({null_test})")
+        self._remove(written.staged)
+        written.staged, written.rows = kept, rows
 
     def _check_keys(self, ref: TableRef, staged: list[DataFile], keys: list[str], unique: bool) -> None:
         if not staged:

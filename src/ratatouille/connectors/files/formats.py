@@ -36,7 +36,7 @@ import uuid
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +57,7 @@ _MAX_RECOVERY_DEPTH = 50
 _BAD = "__rat_bad"
 _RAW = "__rat_raw"
 _ORD = "__rat_n"
+_TEMPORAL = re.compile(r"date|time|interval", re.IGNORECASE)
 _CSV_ERRORS = {
     "CAST": "bad value",
     "MISSING COLUMNS": "too few fields",
@@ -113,6 +114,10 @@ class FileSpec:
         temp_dir: where recovered CSV regions are written while they are read again.
         log: where warnings go.
         recover: read past bad rows (``on_error: quarantine``); when false, stop at the first one.
+        defer: CSV only: ``open()`` binds the file without reading it and leaves the query in
+            the reader's ``sql``; the caller runs it on the reader's cursor (e.g. inside a
+            ``COPY``), then exhausts ``batches()``, which yields only the rows read again after a
+            runaway quote and fills ``problems``. No Arrow round trip for the bulk of the rows.
     """
 
     path: str
@@ -123,6 +128,7 @@ class FileSpec:
     temp_dir: Path
     log: logging.Logger
     recover: bool = True
+    defer: bool = False
 
     def extras_sql(self) -> str:
         """``, 'v' AS "name", ...`` for the constant columns."""
@@ -171,6 +177,11 @@ class FileRead(ABC):
         self.problems: list[Bad] = []
         self.schema: pa.Schema | None = None
 
+    @property
+    def names(self) -> list[str]:
+        """The output's column names (the file's, then the constant columns); none for an empty file."""
+        return self.schema.names if self.schema is not None else []
+
     @abstractmethod
     def open(self) -> None:
         """Bind the file and start reading it.
@@ -189,9 +200,8 @@ class FileRead(ABC):
 
 def open_view(landing: Landing, path: str, encoding: str = "utf-8", chunk_size: int = _CHUNK) -> Iterator[bytes]:
     """The file's content (decompressed, transcoded to UTF-8) in chunks: the bytes DuckDB's offsets refer to."""
-    fs, inner = landing.filesystem(path)
     decoder = None if encoding == "utf-8" else codecs.getincrementaldecoder(encoding)(errors="replace")
-    with fs.open_input_stream(inner, compression="detect") as stream:
+    with _open_stream(landing, path) as stream:
         while True:
             chunk = stream.read(chunk_size)
             if not chunk:
@@ -203,6 +213,17 @@ def open_view(landing: Landing, path: str, encoding: str = "utf-8", chunk_size: 
         tail = decoder.decode(b"", final=True).encode("utf-8")
         if tail:
             yield tail
+
+
+_COMPRESSED = (".gz", ".bz2", ".zst", ".lz4", ".br")
+
+
+def _open_stream(landing: Landing, path: str) -> Any:
+    """A binary stream of the file, decompressed; plain local files without importing pyarrow."""
+    if not path.startswith("s3://") and not path.lower().endswith(_COMPRESSED):
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's ``with``
+    fs, inner = landing.filesystem(path)
+    return fs.open_input_stream(inner, compression="detect")
 
 
 def _text(data: bytes | bytearray) -> str:
@@ -487,7 +508,13 @@ class CsvFile(FileRead):
         CsvFile._counter += 1
         self.rejects = f"__rat_rejects_{CsvFile._counter}"
         self.scans = f"__rat_scans_{CsvFile._counter}"
+        self.sql: str | None = None
+        self._bound: list[str] = []
         self._reader: pa.RecordBatchReader | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return self._bound if self.spec.defer else super().names
 
     # -- options ----------------------------------------------------------------------------------
 
@@ -563,10 +590,29 @@ class CsvFile(FileRead):
             raise UnreadableFile("no columns found (is the file empty, or is the delimiter right?)")
         names = _strip_names(names)
         columns = [(name, self.spec.column_type(name) or kind) for name, kind in zip(names, types, strict=True)]
+        self._warn_missing(names)
+        return columns, formats
+
+    def _warn_missing(self, names: list[str]) -> None:
         missing = [c for c in self.spec.columns if c.lower() not in {n.lower() for n in names}]
         if missing:
             self.spec.log.warning("%s: typed columns not in the file: %s", self.spec.path, ", ".join(missing))
-        return columns, formats
+
+    def _typed_header(self) -> tuple[list[tuple[str, str]], dict[str, str]] | None:
+        """Names from the header line, when ``columns`` types every one of them: no sniffing
+        (DuckDB's sniffer costs ~30 ms a file). ``None`` when anything is left to infer, or a
+        typed column is a date or time (the sniffer finds its format)."""
+        if not self.spec.columns or any(_TEMPORAL.search(t) for t in self.spec.columns.values()):
+            return None
+        try:
+            names = _strip_names([n.lstrip("\ufeff") for n in self._header_names()])
+        except (OSError, UnicodeError, ValueError):
+            return None
+        typed = [self.spec.column_type(name) for name in names]
+        if not names or any(t is None for t in typed):
+            return None
+        self._warn_missing(names)
+        return [(name, str(t)) for name, t in zip(names, typed, strict=True)], {}
 
     def _header_names(self) -> list[str]:
         """Names from the header line read in Python (when DuckDB cannot sniff the file at all)."""
@@ -575,7 +621,7 @@ class CsvFile(FileRead):
 
         o = self.options
         text = b""
-        for chunk in open_view(self.spec.landing, self.read_path, self.encoding):
+        for chunk in open_view(self.spec.landing, self.read_path, self.encoding, chunk_size=1 << 16):
             text += chunk
             if text.count(b"\n") > self.skip + 1 or len(text) > 4 * _CHUNK:
                 break
@@ -598,34 +644,44 @@ class CsvFile(FileRead):
 
         if self.columns is None:
             try:
-                self.columns, self.formats = self._sniff()
+                self.columns, self.formats = self._typed_header() or self._sniff()
             except _EmptyFile:
                 return
         columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in self.columns) + "}"
-        sql = (
+        self.sql = (
             f"SELECT *{self.spec.extras_sql()} FROM read_csv({literal(self.read_path)}, auto_detect = false, "
             f"{self._dialect_sql()}{self._format_sql()}, columns = {columns}, null_padding = false, "
             f"strict_mode = true, store_rejects = true, rejects_table = {literal(self.rejects)}, "
             f"rejects_scan = {literal(self.scans)})"
         )
         try:
-            self.cur.execute(sql)
+            if self.spec.defer:
+                self._bound = list(self.cur.sql(self.sql).columns)  # binding checks the file
+                return
+            self.cur.execute(self.sql)
             self._reader = self.cur.to_arrow_reader(self.spec.batch_rows)
         except duckdb.Error as exc:
             raise UnreadableFile(_error_text(exc)) from exc
         self.schema = self._reader.schema
 
     def batches(self) -> Iterator[pa.RecordBatch]:
-        if self._reader is None:  # an empty file
+        if self.sql is None:  # an empty file
             return
-        yield from self._reader
+        if self._reader is not None:  # else deferred: the caller ran ``sql`` itself
+            yield from self._reader
         yield from self._collect_rejects()
 
     def _collect_rejects(self) -> Iterator[pa.RecordBatch]:
-        rows = self.cur.execute(
-            f"SELECT line, line_byte_position, error_type, csv_line, error_message FROM {self.rejects} "
-            "ORDER BY line_byte_position, line"
-        ).fetchall()
+        import duckdb
+
+        try:
+            # DISTINCT: a query run twice (a retried write) records its rejects twice.
+            rows = self.cur.execute(
+                f"SELECT DISTINCT line, line_byte_position, error_type, csv_line, error_message FROM {self.rejects} "
+                "ORDER BY line_byte_position, line"
+            ).fetchall()
+        except duckdb.CatalogException:
+            return  # the deferred query never ran: no rows, nothing rejected
         self.cur.execute(f"DROP TABLE IF EXISTS {self.rejects}")
         self.cur.execute(f"DROP TABLE IF EXISTS {self.scans}")
         if not rows:
@@ -687,7 +743,7 @@ class CsvFile(FileRead):
         try:
             copy_range(view(), first_break + 1, end, tail)
             again = CsvFile(
-                self.spec,
+                replace(self.spec, defer=False),
                 self.cur,
                 self.options,
                 read_path=str(tail),

@@ -58,6 +58,10 @@ class FilesConnector(Connector):
         profile: engine limits of the connector's own connection (default: ``auto``).
         temp_directory: spill and scratch space (default: ``<system temp>/ratatouille-files``);
             CSV and NDJSON lines read a second time are written there briefly.
+        sql_outputs: CSV/TSV outputs carry ``Output.sql``, a query over ``con`` itself (not a
+            cursor) that reads the whole file, instead of streaming it through Arrow; the caller
+            runs it on ``con`` (e.g. inside a ``COPY``), then exhausts ``batches``, which then
+            yields only rows read again after a runaway quote and completes the quarantine.
     """
 
     config_class = FilesSourceConfig
@@ -76,6 +80,7 @@ class FilesConnector(Connector):
         self.landing = landing
         self.profile = profile
         self.temp_directory = temp_directory
+        self.sql_outputs = False
         self._own: duckdb.DuckDBPyConnection | None = None
 
     @property
@@ -188,6 +193,7 @@ class FilesConnector(Connector):
         columns: dict[str, str],
         *,
         recover: bool | None = None,
+        defer: bool | None = None,
     ) -> FileSpec:
         extras: list[tuple[str, Any]] = list(self._groups(path, ctx.log).items())
         extras += [(SOURCE_FILE_COLUMN, path), (INGESTED_AT_COLUMN, ingested_at)]
@@ -200,7 +206,12 @@ class FilesConnector(Connector):
             temp_dir=self._scratch(),
             log=ctx.log,
             recover=self.source.on_error == "quarantine" if recover is None else recover,
+            defer=self._deferred if defer is None else defer,
         )
+
+    @property
+    def _deferred(self) -> bool:
+        return self.sql_outputs and self.source.format in ("csv", "tsv")
 
     def _groups(self, path: str, logger: logging.Logger) -> dict[str, str | None]:
         pattern = self.source.pattern
@@ -215,20 +226,22 @@ class FilesConnector(Connector):
         return {g: groups.get(g) for g in self.source.pattern_groups}
 
     def _open(self, con: duckdb.DuckDBPyConnection, spec: FileSpec) -> tuple[duckdb.DuckDBPyConnection, FileRead]:
-        cur = con.cursor()
+        cur = con if spec.defer else con.cursor()
         try:
             cur.execute("SET TimeZone = 'UTC'")  # cursors do not inherit session settings
             file = reader_for(self.source.format, spec, cur, self.source.options)
             file.open()
         except BaseException:
-            cur.close()
+            if cur is not con:
+                cur.close()
             raise
-        if file.schema is not None:
+        if file.names:
             extras = {name for name, _ in spec.extras}
-            data = file.schema.names[: len(file.schema.names) - len(extras)]
+            data = file.names[: len(file.names) - len(extras)]
             clash = sorted(extras.intersection(data))
             if clash:
-                cur.close()
+                if cur is not con:
+                    cur.close()
                 raise UnreadableFile(
                     f"the file has columns named like those Ratatouille adds ({', '.join(clash)}); "
                     "rename them or the filename_pattern groups"
@@ -256,8 +269,9 @@ class FilesConnector(Connector):
             record = _record(path, Bad(None, None, reason), ingested_at)
             return Output(table="", batches=iter(()), schema=None, mode="append", quarantine=[record])
         quarantine: list[dict[str, Any]] = []
-        batches = self._stream(cur, file, path, ingested_at, quarantine, ctx.log)
-        return Output(table="", batches=batches, schema=file.schema, mode="append", quarantine=quarantine)
+        batches = self._stream(cur, file, path, ingested_at, quarantine, ctx.log, close=cur is not con)
+        sql = getattr(file, "sql", None) if spec.defer else None
+        return Output(table="", batches=batches, schema=file.schema, mode="append", quarantine=quarantine, sql=sql)
 
     def _stream(
         self,
@@ -267,6 +281,8 @@ class FilesConnector(Connector):
         ingested_at: datetime,
         quarantine: list[dict[str, Any]],
         logger: logging.Logger,
+        *,
+        close: bool = True,
     ) -> Iterator[pa.RecordBatch]:
         import duckdb
         import pyarrow as pa
@@ -288,7 +304,8 @@ class FilesConnector(Connector):
         except (duckdb.Error, OSError, pa.ArrowException) as exc:
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
         finally:
-            cur.close()
+            if close:
+                cur.close()
 
     def describe_files(self, paths: Sequence[str] | None = None) -> pa.Schema:
         """The schema the source's files would land with (their schemas unified), without reading rows
@@ -311,10 +328,11 @@ class FilesConnector(Connector):
         schemas = []
         for path in targets:
             try:
-                cur, file = self._open(con, self._spec(path, ctx, now, columns, recover=False))
+                cur, file = self._open(con, self._spec(path, ctx, now, columns, recover=False, defer=False))
             except UnreadableFile as exc:
                 raise ConnectorError(f"{path}: {exc}") from exc
-            cur.close()
+            if cur is not con:
+                cur.close()
             if file.schema is not None:
                 schemas.append(file.schema)
         if not schemas:
