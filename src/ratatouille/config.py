@@ -179,8 +179,9 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([Problem(str(path), None, "", f"cannot read the file: {exc.strerror}")]) from exc
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster than pure Python
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -190,7 +191,7 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, int]]:
     if node is None:
         return {}, lines
     _record_lines(node, (), lines)
-    return yaml.safe_load(text), lines
+    return yaml.load(text, Loader=loader), lines  # noqa: S506 - a safe loader
 
 
 def _record_lines(node: yaml.Node, prefix: Path_, lines: dict[Path_, int]) -> None:

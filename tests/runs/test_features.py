@@ -223,3 +223,44 @@ def test_failed_python_pipeline_does_not_mark_its_files_ingested(
     ws.close()
     assert ws.run().ok
     assert ws.query("SELECT count(*) AS n FROM bronze.raw").to_pylist() == [{"n": 1}]
+
+
+def test_running_nodes_report_duckdb_progress(tmp_path: Path, open_ws: Callable[[Path], Workspace]) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "prog")
+    write_files(root, {"pipelines/silver/slow.sql": "SELECT count(*) AS n FROM range(150000000) t(x) WHERE x % 7 = 3"})
+    ws = open_ws(root)
+    seen: list[tuple[str, float | None]] = []
+    result = ws.run(progress=lambda event, node: seen.append((event, node.progress)))
+    assert result.ok
+    values = [value for event, value in seen if event == "progress"]
+    assert values and all(value is not None and 0 <= value <= 100 for value in values)
+    assert values == sorted(values)  # reported as it moves on, never backwards
+    assert seen[-1][0] == "success"
+
+
+def test_the_cli_shows_a_bar_per_running_node_and_a_line_when_it_ends() -> None:
+    import io
+
+    from rich.console import Console
+
+    from ratatouille.cli.render import RunProgress
+    from ratatouille.runs.runner import NodeResult
+
+    screen = io.StringIO()
+    progress = RunProgress()
+    progress.out = Console(file=screen, force_terminal=True, width=100)
+    node = NodeResult("bronze.sales", "source")
+    with progress:
+        progress("started", node)
+        node.progress = 42.0
+        progress("progress", node)
+        assert progress._bars is not None and progress._bars.tasks[0].completed == 42.0
+        node.status, node.rows_written, node.duration_s = "success", 1000, 1.5
+        progress("success", node)
+        assert not progress._bars.tasks  # the bar makes way for the line
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
+    assert "✓ bronze.sales  1,000 rows  1.50s" in text

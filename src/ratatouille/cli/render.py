@@ -250,19 +250,56 @@ _MARK = {"success": "[green]✓[/green]", "failed": "[red]✗[/red]", "skipped":
 
 
 class RunProgress:
-    """Live progress of a run: one line as each node starts and finishes."""
+    """Live progress of a run: a line as each node starts and finishes and, on a terminal, a bar
+    per running node that follows DuckDB's progress through the node's current statement.
+
+    Use it as a context manager around the run, so the bars are removed when it ends.
+    """
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.out = console() if enabled else None
+        self._bars: Any = None
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RunProgress:
+        if self.out is not None and self.out.is_terminal:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+            self._bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=self.out,
+                transient=True,
+            )
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars = None
 
     def __call__(self, event: str, result: NodeResult) -> None:
-        """Called by the runner for each node event."""
+        """Called by the runner for each node event (``started``, ``progress``, then its status)."""
         if self.out is None:
             return
-        if event == "started":
-            self.out.print(f"[dim]… {result.key} ({result.kind})[/dim]")
+        if event == "progress":
+            task = self._tasks.get(result.key)
+            if task is not None and self._bars is not None and result.progress is not None:
+                self._bars.update(task, completed=result.progress)
             return
+        if event == "started":
+            if self._bars is not None:
+                self._tasks[result.key] = self._bars.add_task(f"{result.key} ({result.kind})", total=100)
+            else:
+                self.out.print(f"[dim]… {result.key} ({result.kind})[/dim]")
+            return
+        task = self._tasks.pop(result.key, None)
+        if task is not None and self._bars is not None:
+            self._bars.remove_task(task)
         mark = _MARK.get(result.status, "?")
         details = []
         if result.up_to_date:

@@ -19,7 +19,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import duckdb
 
 log = logging.getLogger("ratatouille.run")
+_TICK_S = 0.2
 
 
 @dataclass
@@ -60,6 +61,7 @@ class NodeResult:
     error: str | None = None
     tests: list[TestResult] = field(default_factory=list)
     up_to_date: bool = False  # skipped: its definition and inputs did not change since it was built
+    progress: float | None = None  # while running: DuckDB's progress (0-100) through its current statement
 
 
 @dataclass
@@ -79,6 +81,8 @@ class RunResult:
         return self.status == "success"
 
 
+# Events: "started", "progress" (while running, about every 0.2 s when DuckDB reports a change),
+# then the node's final status ("success", "failed", "skipped").
 ProgressCallback = Callable[[str, NodeResult], None]
 SourceRunner = Callable[["RunContext", Node, "duckdb.DuckDBPyConnection"], NodeResult]
 
@@ -204,6 +208,8 @@ class Runner:
         self.progress = progress or (lambda event, result: None)
         self.on_start = on_start
         self._view_lock = threading.Lock()
+        self._cursors: dict[str, duckdb.DuckDBPyConnection] = {}
+        self._cursor_lock = threading.Lock()
 
     # -- the run --------------------------------------------------------------------------
 
@@ -269,12 +275,26 @@ class Runner:
                         running[pool.submit(self._run_node, ctx, dag.nodes[key], results[key])] = key
                 if not running:
                     continue
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                finished, _ = wait(running, timeout=_TICK_S, return_when=FIRST_COMPLETED)
+                self._report_progress(running.values(), results)
                 for future in finished:
                     key = running.pop(future)
                     future.result()  # _run_node records its own errors
                     done.add(key)
                     self.progress(results[key].status, results[key])
+
+    def _report_progress(self, keys: Iterable[str], results: dict[str, NodeResult]) -> None:
+        for key in keys:
+            with self._cursor_lock:  # never while the node closes its cursor
+                cursor = self._cursors.get(key)
+                try:
+                    value = cursor.query_progress() if cursor is not None else -1.0
+                except Exception:  # DuckDB has nothing to report: no progress shown
+                    continue
+            result = results[key]
+            if value >= 0 and value != result.progress:
+                result.progress = value
+                self.progress("progress", result)
 
     # -- one node -------------------------------------------------------------------------
 
@@ -282,6 +302,9 @@ class Runner:
         started = time.perf_counter()
         self.state.node_update(ctx.run_id, node.key, status="running", started_at=_now())
         con = self.con.cursor()
+        con.execute("SET enable_progress_bar = true")  # query_progress() for the live view
+        con.execute("SET enable_progress_bar_print = false")
+        self._cursors[node.key] = con
         try:
             if node.kind == "source":
                 if self.source_runner is None:
@@ -327,7 +350,9 @@ class Runner:
             result.error = f"{type(exc).__name__}: {exc}"
             log.debug("node %s failed", node.key, exc_info=True)
         finally:
-            con.close()
+            with self._cursor_lock:
+                self._cursors.pop(node.key, None)
+                con.close()
         return self._record(ctx, node, result, started)
 
     def _record(self, ctx: RunContext, node: Node, result: NodeResult, started: float) -> NodeResult:
