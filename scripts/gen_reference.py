@@ -781,10 +781,13 @@ MODEL_KEYS: dict[str, str] = {
         "type change fails the model either way."
     ),
     "vars": (
-        "Variables for this model only. They win over the project's and the workspace's `vars` and, today, "
-        "over `rat run --var` too."
+        "Variables for this model only. They win over the project's and the workspace's `vars`; "
+        "`rat run --var` wins over them."
     ),
-    "enabled": "Meant to take the model out of runs when `false`. Not honoured yet: the model still runs.",
+    "enabled": (
+        "`false` takes the model out of the DAG: it does not run and is not tested; a model that refs it "
+        "fails to load with a message naming it."
+    ),
 }
 
 MODEL_DEFAULTS: dict[str, str] = {

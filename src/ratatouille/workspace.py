@@ -321,7 +321,7 @@ class Workspace:
         """
         from ratatouille.runs.graph import load_graph
 
-        return load_graph(self.directory, self.name, tuple(self.config.layers), self.vars(variables))
+        return load_graph(self.directory, self.name, tuple(self.config.layers), self.vars(), variables)
 
     def run(
         self,
@@ -403,7 +403,7 @@ class Workspace:
             this=relation(model.key),
             incremental=incremental,
             watermark=lambda column: f"(SELECT max({_q(column)}) FROM {relation(model.key)})",
-            vars={**graph.vars, **model.config.vars},
+            vars=graph.model_vars(model),
         )
         try:
             return graph.compiler.compile(model, ctx).sql

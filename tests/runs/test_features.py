@@ -264,3 +264,26 @@ def test_the_cli_shows_a_bar_per_running_node_and_a_line_when_it_ends() -> None:
 
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.getvalue())
     assert "✓ bronze.sales  1,000 rows  1.50s" in text
+
+
+def test_var_precedence_project_workspace_model_then_command_line(
+    tmp_path: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "vars", "vars: {a: project, b: project, c: project, d: project}\n")
+    write_files(
+        root,
+        {
+            "workspace.yaml": "name: default\nvars: {b: workspace, c: workspace, d: workspace}\n",
+            "pipelines/silver/v.sql": (
+                "-- @vars: {c: model, d: model}\n"
+                "SELECT '{{ var(\"a\") }}' AS a, '{{ var(\"b\") }}' AS b, '{{ var(\"c\") }}' AS c, "
+                "'{{ var(\"d\") }}' AS d"
+            )
+        },
+    )
+    ws = open_ws(root)
+    assert ws.run(variables={"d": "cli"}).ok
+    assert ws.query("SELECT * FROM silver.v").to_pylist() == [{"a": "project", "b": "workspace", "c": "model", "d": "cli"}]
+    assert "'cli' AS d" in ws.compile("silver.v", variables={"d": "cli"})

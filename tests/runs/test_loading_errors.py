@@ -29,6 +29,19 @@ def test_unknown_ref_names_the_closest_model_and_the_line(tmp_path: Path) -> Non
     assert "gold/by_customer.sql:2: refs `silver.order`, which does not exist; did you mean `silver.orders`?" in text
 
 
+def test_a_disabled_model_is_out_of_the_dag_and_refs_to_it_say_so(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    write_files(root, {"pipelines/silver/old.sql": "-- @enabled: false\nSELECT 1 AS x\n"})
+    ws = Workspace.open(root)
+    try:
+        assert "silver.old" not in ws.graph().dag.nodes
+    finally:
+        ws.close()
+    write_files(root, {"pipelines/gold/uses_old.sql": "SELECT *\nFROM {{ ref('silver.old') }}\n"})
+    text = problems(root)
+    assert "gold/uses_old.sql:2: refs `silver.old`, which is disabled (`enabled: false` in " in text
+
+
 def test_cycles_are_printed_as_the_cycle(tmp_path: Path) -> None:
     root = write_project(tmp_path / "p")
     write_files(

@@ -18,6 +18,8 @@ from ratatouille.errors import Problem
 from ratatouille.models.loader import Model
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import jinja2
 
 
@@ -65,6 +67,7 @@ class Compiler:
         self.models = models
         self.sources = sources
         self.macros = macros
+        self.disabled: dict[str, Path] = {}  # models with `enabled: false`, for a clear error on refs to them
         self._env: jinja2.Environment | None = None
         self._macro_globals: dict[str, Any] | None = None
 
@@ -99,6 +102,17 @@ class Compiler:
                 return candidate
             if candidate.startswith("bronze.") and source_of(candidate, self.sources) is not None:
                 return candidate
+        for candidate in candidates:
+            if candidate in self.disabled:
+                where = self.disabled[candidate]
+                raise CompileProblem(
+                    Problem(
+                        str(model.path),
+                        _line_of(model.sql or "", name),
+                        "",
+                        f"refs `{name}`, which is disabled (`enabled: false` in {where}); enable it or drop the ref",
+                    )
+                )
         known = sorted(self.models) + [f"bronze.{s}" for s in sorted(self.sources)]
         close = difflib.get_close_matches(name, known, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else f"; models: {', '.join(known) or 'none'}"

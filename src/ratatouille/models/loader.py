@@ -129,8 +129,13 @@ def load_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> dict[s
     return models
 
 
-def collect_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> tuple[dict[str, Model], list[Problem]]:
-    """Load every valid model, and the problems of the invalid ones (so callers can report all)."""
+def collect_models(
+    workspace_dir: Path, layers: tuple[str, ...] = LAYERS, disabled: dict[str, Path] | None = None
+) -> tuple[dict[str, Model], list[Problem]]:
+    """Load every valid model, and the problems of the invalid ones (so callers can report all).
+
+    Models with ``enabled: false`` are left out; their keys and files go to ``disabled``.
+    """
     problems: list[Problem] = []
     models: dict[str, Model] = {}
     root = workspace_dir / "pipelines"
@@ -144,7 +149,7 @@ def collect_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> tup
                 model = _load_sql(path, layer, problems)
             elif path.suffix == ".py" and not path.name.startswith("_"):
                 for model in _load_python(path, layer, problems):
-                    _add(models, model, problems)
+                    _add(models, model, problems, disabled)
                 continue
             elif path.suffix in (".yaml", ".yml"):
                 if not path.with_suffix(".sql").exists() and not _is_python_sidecar(path):
@@ -157,7 +162,7 @@ def collect_models(workspace_dir: Path, layers: tuple[str, ...] = LAYERS) -> tup
             else:
                 continue
             if model is not None:
-                _add(models, model, problems)
+                _add(models, model, problems, disabled)
     return models, problems
 
 
@@ -165,8 +170,10 @@ def _is_python_sidecar(path: Path) -> bool:
     return path.with_suffix(".py").exists()
 
 
-def _add(models: dict[str, Model], model: Model, problems: list[Problem]) -> None:
+def _add(models: dict[str, Model], model: Model, problems: list[Problem], disabled: dict[str, Path] | None) -> None:
     if not model.config.enabled:
+        if disabled is not None:
+            disabled[model.key] = model.path
         return  # `enabled: false`: the model is not part of the DAG
     if model.key in models:
         other = models[model.key]

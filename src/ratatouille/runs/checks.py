@@ -89,7 +89,7 @@ def unit_tests(graph: Graph, keys: list[str], con: duckdb.DuckDBPyConnection) ->
                     this=this,
                     incremental=test.incremental and model.materialized == Materialized.INCREMENTAL,
                     watermark=_max_of(this),
-                    vars={**graph.vars, **model.config.vars, **test.vars},
+                    vars={**graph.model_vars(model), **test.vars},
                 )
                 sql = graph.compiler.compile(model, ctx).sql
                 got = con.sql(sql).to_arrow_table().to_pylist()

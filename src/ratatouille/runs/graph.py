@@ -7,7 +7,7 @@ errors at the model file's own line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,16 @@ class Graph:
     sources: dict[str, tuple[SourceConfig, Path]]
     compiler: Compiler
     dag: Dag
-    vars: dict[str, Any]
+    vars: dict[str, Any]  # project's, then workspace's
+    overrides: dict[str, Any] = field(default_factory=dict)  # the caller's (``--var``): they win
 
     def node_model(self, key: str) -> Model | None:
         """The model of a node, if it is one."""
         return self.models.get(key)
+
+    def model_vars(self, model: Model) -> dict[str, Any]:
+        """``var()`` values for a model: project < workspace < the model's ``vars:`` < ``--var``."""
+        return {**self.vars, **model.config.vars, **self.overrides}
 
 
 def placeholder(key: str) -> str:
@@ -48,18 +53,27 @@ def _node_of(key: str, models: dict[str, Model], sources: set[str]) -> str:
     return f"bronze.{source}" if source else key
 
 
-def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], variables: dict[str, Any]) -> Graph:
-    """Load and validate a workspace's pipelines.
+def load_graph(
+    workspace_dir: Path,
+    workspace: str,
+    layers: tuple[str, ...],
+    variables: dict[str, Any],
+    overrides: dict[str, Any] | None = None,
+) -> Graph:
+    """Load and validate a workspace's pipelines (``variables``: the project's and workspace's
+    ``vars``; ``overrides``: the caller's, which win over a model's own).
 
     Raises:
         ConfigError: listing every problem found (file:line each).
     """
     import duckdb
 
-    models, problems = collect_models(workspace_dir, layers)
+    disabled: dict[str, Path] = {}
+    models, problems = collect_models(workspace_dir, layers, disabled)
     sources, source_problems, declared = collect_sources(workspace_dir)
     problems.extend(source_problems)
     compiler = Compiler(workspace, models, load_macros(workspace_dir), set(sources) | declared)
+    compiler.disabled = disabled
     nodes: dict[str, Node] = {}
     for name, (config, path) in sources.items():
         key = f"bronze.{name}"
@@ -78,7 +92,7 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
                     this=placeholder(key),
                     incremental=incremental,
                     watermark=lambda column: "NULL",
-                    vars={**variables, **model.config.vars},
+                    vars={**variables, **model.config.vars, **(overrides or {})},
                 )
                 try:
                     compiled = compiler.compile(model, ctx)
@@ -104,4 +118,4 @@ def load_graph(workspace_dir: Path, workspace: str, layers: tuple[str, ...], var
         raise ConfigError(problems)
     dag = Dag(nodes)
     dag.check()
-    return Graph(workspace, models, sources, compiler, dag, variables)
+    return Graph(workspace, models, sources, compiler, dag, variables, dict(overrides or {}))

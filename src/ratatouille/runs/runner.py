@@ -386,7 +386,7 @@ class Runner:
             model.sql or "",
             model.config.model_dump_json(),
             json.dumps(self.graph.compiler.macros, sort_keys=True),
-            json.dumps({**self.graph.vars, **model.config.vars}, sort_keys=True, default=str),
+            json.dumps(self.graph.model_vars(model), sort_keys=True, default=str),
         ]
         return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
@@ -442,7 +442,7 @@ class Runner:
             this=this,
             incremental=incremental,
             watermark=watermark,
-            vars={**self.graph.vars, **model.config.vars},
+            vars=self.graph.model_vars(model),
         )
 
     def _run_sql(self, ctx: RunContext, model: Model, result: NodeResult, con: duckdb.DuckDBPyConnection) -> None:
