@@ -245,7 +245,8 @@ def _read(kind: str, method: str, url: str, batch_rows: int, workdir: Path) -> A
         import logging
 
         from ratatouille.connectors.base import ReadContext
-        from ratatouille.connectors.database import DatabaseConnector, DatabaseSourceConfig
+        from ratatouille.connectors.database.config import DatabaseSourceConfig
+        from ratatouille.connectors.database.reader import DatabaseConnector
 
         config = DatabaseSourceConfig(name="bench", type=kind, connection=url, table=TABLE, batch_rows=batch_rows)
         (output,) = list(DatabaseConnector(config).read(ReadContext(state={}, log=logging.getLogger("bench"))))

@@ -92,7 +92,8 @@ def _child_rat(opts: argparse.Namespace) -> dict[str, Any]:
 
     from ratatouille.config import EngineConfig, S3Config
     from ratatouille.connectors.base import ReadContext
-    from ratatouille.connectors.files import FilesConnector, FilesSourceConfig
+    from ratatouille.connectors.files.config import FilesSourceConfig
+    from ratatouille.connectors.files.reader import FilesConnector
     from ratatouille.engine import resolve_profile
     from ratatouille.storage.files import Landing
 

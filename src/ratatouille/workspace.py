@@ -678,26 +678,7 @@ class Workspace:
     def latest_test_results(self, node: str) -> tuple[str | None, list[dict[str, Any]]]:
         """The test results of the latest run that tested ``node`` (``layer.name``): its id and its
         results for that node, or ``(None, [])``."""
-        from sqlalchemy import select
-
-        t = self.state.t
-        query = (
-            select(t.test_results.c.run_id)
-            .join(t.runs, t.runs.c.id == t.test_results.c.run_id)
-            .where(t.runs.c.workspace == self.name, t.test_results.c.node == node)
-            .order_by(t.runs.c.started_at.desc())
-            .limit(1)
-        )
-        with self.state.engine.connect() as conn:
-            run_id = conn.execute(query).scalar()
-            if run_id is None:
-                return None, []
-            rows = conn.execute(
-                select(t.test_results)
-                .where(t.test_results.c.run_id == run_id, t.test_results.c.node == node)
-                .order_by(t.test_results.c.id)
-            )
-            return str(run_id), [dict(r._mapping) for r in rows]
+        return self.state.latest_test_results(self.name, node)
 
 
 def _find_model(graph: Graph, name: str) -> Any:

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from fixtures.services import mysql_query
 from ratatouille.connectors.base import Output, ReadContext
-from ratatouille.connectors.database import DatabaseConnector, DatabaseSourceConfig
-from ratatouille.connectors.database.config import parse_connection, redact, split_name
+from ratatouille.connectors.database.config import DatabaseSourceConfig, parse_connection, redact, split_name
+from ratatouille.connectors.database.reader import DatabaseConnector
 from ratatouille.errors import ConnectorError
 
 SECRET = "Sup3r-S3cret-pa55"

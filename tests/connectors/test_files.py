@@ -17,8 +17,8 @@ from pydantic import SecretStr, ValidationError
 
 from ratatouille.config import S3Config
 from ratatouille.connectors.base import Output, ReadContext
-from ratatouille.connectors.files import FilesConnector, FilesSourceConfig
-from ratatouille.connectors.files.config import CsvOptions, ExcelOptions, TsvOptions
+from ratatouille.connectors.files.config import CsvOptions, ExcelOptions, FilesSourceConfig, TsvOptions
+from ratatouille.connectors.files.reader import FilesConnector
 from ratatouille.connectors.registry import connector_class
 from ratatouille.engine import Profile, connect, extension_path
 from ratatouille.errors import ConfigError, ConnectorError

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from connectors.fake_api import FakeApi, Reply, Request, serve
 from ratatouille.connectors.base import Output, ReadContext
 from ratatouille.connectors.registry import connector_class, load_sources
-from ratatouille.connectors.rest import RestConnector, RestSourceConfig
-from ratatouille.connectors.rest.config import LinkHeaderPaginator
+from ratatouille.connectors.rest.config import LinkHeaderPaginator, RestSourceConfig
+from ratatouille.connectors.rest.reader import RestConnector
 from ratatouille.errors import ConnectorError
 
 TOKEN = "s3cret-token-value"

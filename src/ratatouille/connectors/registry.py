@@ -10,13 +10,23 @@ from ratatouille.config import read_yaml, validate
 from ratatouille.connectors.base import Connector, SourceConfig
 from ratatouille.errors import ConfigError, Problem
 
-# type -> "module:Class". Connectors are folders with the same file names (config.py, reader.py).
-CONNECTORS: dict[str, str] = {
-    "files": "ratatouille.connectors.files.reader:FilesConnector",
-    "postgres": "ratatouille.connectors.database.reader:DatabaseConnector",
-    "mysql": "ratatouille.connectors.database.reader:DatabaseConnector",
-    "rest": "ratatouille.connectors.rest.reader:RestConnector",
+# type -> (package, connector class, config class). Connectors are folders with the same file
+# names: config.py (the source file's schema) and reader.py (the Connector).
+CONNECTORS: dict[str, tuple[str, str, str]] = {
+    "files": ("ratatouille.connectors.files", "FilesConnector", "FilesSourceConfig"),
+    "postgres": ("ratatouille.connectors.database", "DatabaseConnector", "DatabaseSourceConfig"),
+    "mysql": ("ratatouille.connectors.database", "DatabaseConnector", "DatabaseSourceConfig"),
+    "rest": ("ratatouille.connectors.rest", "RestConnector", "RestSourceConfig"),
 }
+
+
+def _load(kind: str, module: str, name: str) -> Any:
+    if kind not in CONNECTORS:
+        raise ConfigError(f"unknown source type `{kind}`; installed connectors: {', '.join(sorted(CONNECTORS))}")
+    try:
+        return getattr(importlib.import_module(f"{CONNECTORS[kind][0]}.{module}"), name)
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"the `{kind}` connector is not available: {exc}") from exc
 
 
 def connector_class(kind: str) -> type[Connector]:
@@ -25,15 +35,17 @@ def connector_class(kind: str) -> type[Connector]:
     Raises:
         ConfigError: no such connector (the message lists the installed ones).
     """
-    target = CONNECTORS.get(kind)
-    if target is None:
-        raise ConfigError(f"unknown source type `{kind}`; installed connectors: {', '.join(sorted(CONNECTORS))}")
-    module_name, class_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"the `{kind}` connector is not available: {exc}") from exc
-    cls: type[Connector] = getattr(module, class_name)
+    cls: type[Connector] = _load(kind, "reader", CONNECTORS.get(kind, ("", "", ""))[1])
+    return cls
+
+
+def config_class(kind: str) -> type[SourceConfig]:
+    """The config class of a source ``type`` (without importing its reader).
+
+    Raises:
+        ConfigError: no such connector (the message lists the installed ones).
+    """
+    cls: type[SourceConfig] = _load(kind, "config", CONNECTORS.get(kind, ("", "", ""))[2])
     return cls
 
 
@@ -84,11 +96,11 @@ def collect_sources(workspace_dir: Path) -> tuple[dict[str, tuple[SourceConfig, 
             )
             continue
         try:
-            config_class = connector_class(str(kind)).config_class
+            schema = config_class(str(kind))
         except ConfigError as exc:
             problems.append(Problem(str(path), lines.get(("type",), 1), "type", str(exc)))
             continue
-        config: Any = validate(config_class, data, str(path), lines, problems)
+        config: Any = validate(schema, data, str(path), lines, problems)
         if config is None:
             continue
         if config.name in sources:

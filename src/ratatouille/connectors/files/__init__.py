@@ -1,6 +1,6 @@
-"""Files in the landing zone (CSV, TSV, JSON, NDJSON, Parquet, Excel) as a source: ``type: files``."""
+"""Files in the landing zone (CSV, TSV, JSON, NDJSON, Parquet, Excel) as a source: ``type: files``.
 
-from ratatouille.connectors.files.config import FilesSourceConfig
-from ratatouille.connectors.files.reader import FilesConnector
-
-__all__ = ["FilesConnector", "FilesSourceConfig"]
+``config.py`` is the source file's schema, ``reader.py`` the connector, ``formats.py`` one reader
+per format. Nothing is imported here, so that loading a project's sources (``config``) does not
+import the readers.
+"""

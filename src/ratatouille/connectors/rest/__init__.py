@@ -4,10 +4,3 @@
 retries, error messages without credentials), ``normalize.py`` records to typed rows, and
 ``reader.py`` the ``Connector``. dlt, requests and pyarrow are imported only when a read runs.
 """
-
-from __future__ import annotations
-
-from ratatouille.connectors.rest.config import RestSourceConfig
-from ratatouille.connectors.rest.reader import RestConnector
-
-__all__ = ["RestConnector", "RestSourceConfig"]
