@@ -98,3 +98,30 @@ def test_python_pipeline_import_error_points_at_its_line(tmp_path: Path) -> None
     root = write_project(tmp_path / "p")
     write_files(root, {"pipelines/bronze/raw.py": "import os\n\nx = 1 / 0\n"})
     assert "bronze/raw.py:3: importing it failed: ZeroDivisionError" in problems(root)
+
+
+def test_the_graph_cache_skips_compiling_unchanged_models_and_never_hides_a_new_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ratatouille.models.compiler import Compiler
+
+    root = write_project(tmp_path / "p")
+    write_files(root, FILES)
+    ws = Workspace.open(root)
+    try:
+        first = ws.graph()
+        deps = {key: set(node.upstream) for key, node in first.dag.nodes.items()}
+        assert (root / ".rat" / "cache" / "graph-default.json").exists()
+
+        def no_compiling(*args: object, **kwargs: object) -> None:
+            raise AssertionError("an unchanged model was compiled again")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Compiler, "compile", no_compiling)
+            again = ws.graph()
+        assert {key: set(node.upstream) for key, node in again.dag.nodes.items()} == deps
+    finally:
+        ws.close()
+    model = next(p for p in (root / "workspaces" / "default" / "pipelines").rglob("*.sql"))
+    model.write_text(model.read_text() + "\nWHERE (\n")
+    assert "SQL syntax error" in problems(root)

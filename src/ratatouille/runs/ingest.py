@@ -14,7 +14,7 @@ reading it twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ratatouille.connectors.base import Output, ReadContext, SourceConfig
@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("ratatouille.ingest")
 
 
-def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPyConnection) -> NodeResult:
-    """Ingest one source into ``bronze.<name>`` on the run's branch.
+def run_source(
+    runner: Runner, ctx: RunContext, node: Node, cursor: Callable[[], duckdb.DuckDBPyConnection]
+) -> NodeResult:
+    """Ingest one source into ``bronze.<name>`` on the run's branch (``cursor()`` opens the node's
+    DuckDB cursor; a files source with nothing new never calls it).
 
     Raises:
         ConnectorError: the source cannot be read (or a bad row with ``on_error: fail``).
@@ -43,18 +46,19 @@ def run_source(runner: Runner, ctx: RunContext, node: Node, con: duckdb.DuckDBPy
     config, _path = node.payload
     assert isinstance(config, SourceConfig)
     result = NodeResult(node.key, "source")
-    connector = connector_class(config.type)(config)
     landing = Landing(runner.landing, runner.lakehouse.config.storage.s3)
     state: dict[str, Any] = dict(ctx.state.source_state(ctx.workspace, config.name))
     changed: list[str] = []
     files: list[dict[str, Any]] = []
     if config.type == "files":
-        files, changed = _new_files(runner, ctx, node, landing, con)
+        files, changed = _new_files(runner, ctx, node, landing, cursor)
         state = {"files": [f["path"] for f in files]}
         if not files:
             ctx.state.log(ctx.run_id, "INFO", "no new files", node.key)
             return result
     runner.lakehouse.warm_up()  # the write needs the catalog: open it while the files are read
+    con = cursor()
+    connector = connector_class(config.type)(config)  # after the check: no new file, no import
     from datetime import UTC, datetime
 
     ingested_at = datetime.now(UTC)
@@ -174,7 +178,7 @@ def _one_stream(outputs: list[Output], extra: dict[str, Any]) -> pa.RecordBatchR
 
 
 def _new_files(
-    runner: Runner, ctx: RunContext, node: Node, landing: Landing, con: duckdb.DuckDBPyConnection
+    runner: Runner, ctx: RunContext, node: Node, landing: Landing, cursor: Callable[[], duckdb.DuckDBPyConnection]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Files to read: new or changed since their registry entry. Returns entries and changed paths."""
     config = node.payload[0]
@@ -195,7 +199,7 @@ def _new_files(
     if not todo:
         return [], []
     # Published by a run that died before saving the registry? Then register, do not re-read.
-    already = _already_in_bronze(runner, ctx, node.key, [t["path"] for t in todo if t["path"] not in changed], con)
+    already = _already_in_bronze(runner, ctx, node.key, [t["path"] for t in todo if t["path"] not in changed], cursor)
     if already:
         ctx.state.record_files(ctx.workspace, node.key, [t for t in todo if t["path"] in already], ctx.run_id)
         ctx.state.log(ctx.run_id, "INFO", f"{len(already)} file(s) were already published; registered", node.key)
@@ -203,7 +207,7 @@ def _new_files(
 
 
 def _already_in_bronze(
-    runner: Runner, ctx: RunContext, key: str, paths: list[str], con: duckdb.DuckDBPyConnection
+    runner: Runner, ctx: RunContext, key: str, paths: list[str], cursor: Callable[[], duckdb.DuckDBPyConnection]
 ) -> set[str]:
     import duckdb
 
@@ -213,9 +217,13 @@ def _already_in_bronze(
     relation = runner.relation(key)
     listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
     try:
-        rows = con.execute(
-            f"SELECT DISTINCT {quote('_source_file')} FROM {relation} WHERE {quote('_source_file')} IN ({listed})"
-        ).fetchall()
+        rows = (
+            cursor()
+            .execute(
+                f"SELECT DISTINCT {quote('_source_file')} FROM {relation} WHERE {quote('_source_file')} IN ({listed})"
+            )
+            .fetchall()
+        )
     except duckdb.Error:
         return set()  # no table yet, or no _source_file column
     return {r[0] for r in rows}

@@ -84,7 +84,9 @@ class RunResult:
 # Events: "started", "progress" (while running, about every 0.2 s when DuckDB reports a change),
 # then the node's final status ("success", "failed", "skipped").
 ProgressCallback = Callable[[str, NodeResult], None]
-SourceRunner = Callable[["RunContext", Node, "duckdb.DuckDBPyConnection"], NodeResult]
+# A source node gets a function that opens its DuckDB cursor: a source with nothing new to read
+# never needs one (and a run with nothing to do never imports DuckDB).
+SourceRunner = Callable[["RunContext", Node, Callable[[], "duckdb.DuckDBPyConnection"]], NodeResult]
 
 
 @dataclass
@@ -185,7 +187,7 @@ class Runner:
         graph: Graph,
         lakehouse: Lakehouse,
         state: StateStore,
-        con: duckdb.DuckDBPyConnection,
+        connect: Callable[[], duckdb.DuckDBPyConnection],
         workspace: str,
         landing: str,
         max_parallel: int,
@@ -198,7 +200,9 @@ class Runner:
         self.graph = graph
         self.lakehouse = lakehouse
         self.state = state
-        self.con = con
+        self._connect = connect
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._con_lock = threading.Lock()
         self.workspace = workspace
         self.landing = landing
         self.max_parallel = max(1, max_parallel)
@@ -210,6 +214,14 @@ class Runner:
         self._view_lock = threading.Lock()
         self._cursors: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cursor_lock = threading.Lock()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The workspace's DuckDB session, opened when a node first needs it."""
+        with self._con_lock:
+            if self._con is None:
+                self._con = self._connect()
+            return self._con
 
     # -- the run --------------------------------------------------------------------------
 
@@ -301,18 +313,27 @@ class Runner:
     def _run_node(self, ctx: RunContext, node: Node, result: NodeResult) -> NodeResult:
         started = time.perf_counter()
         self.state.node_update(ctx.run_id, node.key, status="running", started_at=_now())
-        con = self.con.cursor()
-        con.execute("SET enable_progress_bar = true")  # query_progress() for the live view
-        con.execute("SET enable_progress_bar_print = false")
-        self._cursors[node.key] = con
+        opened: list[duckdb.DuckDBPyConnection] = []
+
+        def cursor() -> duckdb.DuckDBPyConnection:
+            """The node's own cursor, opened on first use."""
+            if not opened:
+                con = self.con.cursor()
+                con.execute("SET enable_progress_bar = true")  # query_progress() for the live view
+                con.execute("SET enable_progress_bar_print = false")
+                with self._cursor_lock:
+                    self._cursors[node.key] = con
+                opened.append(con)
+            return opened[0]
+
         try:
             if node.kind == "source":
                 if self.source_runner is None:
                     raise PipelineError(f"source `{node.name}` cannot run: no ingestion is configured")
-                outcome = self.source_runner(ctx, node, con)
+                outcome = self.source_runner(ctx, node, cursor)
                 for key, owner in list(ctx.owners.items()):
-                    if owner == node.key:
-                        self._refresh_view(ctx, key, None, con)
+                    if owner == node.key and key in ctx.changed:
+                        self._refresh_view(ctx, key, None, cursor())
                 result.rows_written = outcome.rows_written
                 result.rows_quarantined = outcome.rows_quarantined
                 result.snapshot_id = outcome.snapshot_id
@@ -324,6 +345,7 @@ class Runner:
                     result.up_to_date = True
                     result.status = "success"
                     return self._record(ctx, node, result, started)
+                con = cursor()
                 self.lakehouse.warm_up()
                 self._ensure_views()
                 if model.kind == "python":
@@ -352,7 +374,8 @@ class Runner:
         finally:
             with self._cursor_lock:
                 self._cursors.pop(node.key, None)
-                con.close()
+                for con in opened:
+                    con.close()
         return self._record(ctx, node, result, started)
 
     def _record(self, ctx: RunContext, node: Node, result: NodeResult, started: float) -> NodeResult:
