@@ -287,3 +287,21 @@ def test_var_precedence_project_workspace_model_then_command_line(
     assert ws.run(variables={"d": "cli"}).ok
     assert ws.query("SELECT * FROM silver.v").to_pylist() == [{"a": "project", "b": "workspace", "c": "model", "d": "cli"}]
     assert "'cli' AS d" in ws.compile("silver.v", variables={"d": "cli"})
+
+
+def test_a_run_that_fails_before_its_nodes_start_is_recorded_as_failed(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ratatouille.errors import CatalogError
+    from ratatouille.storage.catalog import Lakehouse
+
+    ws = open_ws(local_pipeline_root)
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        raise CatalogError("the catalog is down")
+
+    monkeypatch.setattr(Lakehouse, "list_tables", unreachable)
+    with pytest.raises(CatalogError):
+        ws.run()
+    (latest,) = ws.runs(1)
+    assert latest["status"] == "failed" and "the catalog is down" in latest["error"]

@@ -234,18 +234,18 @@ class Runner:
         started = time.perf_counter()
         self.state.mark_abandoned()
         run_id = self.state.start_run(self.workspace, self.trigger, selectors or "*")
-        if self.on_start is not None:
-            self.on_start(run_id)  # e.g. the API answers with the id while the run goes on
         branch = "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
         ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
         self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"
-        order = self.graph.dag.order(selection)
-        results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
-        self.state.add_nodes(run_id, [(key, results[key].kind) for key in order])
         self._views_ready = False
-        self.locations = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
-        self.previous = {} if self.full_refresh else self.state.node_states(self.workspace)
-        try:
+        try:  # from here on, whatever goes wrong closes the run record as failed
+            if self.on_start is not None:
+                self.on_start(run_id)  # e.g. the API answers with the id while the run goes on
+            order = self.graph.dag.order(selection)
+            results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
+            self.state.add_nodes(run_id, [(key, results[key].kind) for key in order])
+            self.locations = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
+            self.previous = {} if self.full_refresh else self.state.node_states(self.workspace)
             self._execute(ctx, order, results)
             published, error = self._publish(ctx, results)
             if error is None:
