@@ -280,12 +280,14 @@ def test_var_precedence_project_workspace_model_then_command_line(
                 "-- @vars: {c: model, d: model}\n"
                 "SELECT '{{ var(\"a\") }}' AS a, '{{ var(\"b\") }}' AS b, '{{ var(\"c\") }}' AS c, "
                 "'{{ var(\"d\") }}' AS d"
-            )
+            ),
         },
     )
     ws = open_ws(root)
     assert ws.run(variables={"d": "cli"}).ok
-    assert ws.query("SELECT * FROM silver.v").to_pylist() == [{"a": "project", "b": "workspace", "c": "model", "d": "cli"}]
+    assert ws.query("SELECT * FROM silver.v").to_pylist() == [
+        {"a": "project", "b": "workspace", "c": "model", "d": "cli"}
+    ]
     assert "'cli' AS d" in ws.compile("silver.v", variables={"d": "cli"})
 
 
