@@ -112,7 +112,14 @@ def test_kill_9_while_ingesting_then_rerun_keeps_every_row_exactly_once(
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     ws = open_ws(root)
-    assert ws.run(sources_only=True).ok
+    rerun = ws.run(sources_only=True)
+    assert rerun.ok
+    logs = " ".join(line["message"] for line in ws.run_record(rerun.run_id)["logs"])
+    if point == "publish:after_commit":  # published, never registered: registered, not read again
+        assert rerun.nodes[0].rows_written == 0
+        assert "5 file(s) read by run" in logs and "were published but not registered; registered" in logs
+    else:  # never published: read again
+        assert rerun.nodes[0].rows_written == 250 and "registered" not in logs
     assert ws.run(sources_only=True).ok
     assert rows(ws, "SELECT count(*) AS n, count(DISTINCT id) AS d FROM bronze.orders") == [{"n": 250, "d": 250}]
 

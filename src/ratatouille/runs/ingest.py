@@ -6,9 +6,10 @@ a connector's cursor state) is saved only after the run has published.
 
 Files are ingested exactly once, keyed on path + size + checksum: a new file is read, an
 unchanged one skipped, a changed one re-read (its previous rows are replaced, and the change is
-logged). If a process dies after publishing but before the registry was saved, the next run
-finds the file's rows already in bronze (by ``_source_file``) and registers it instead of
-reading it twice.
+logged). Before its run publishes, a source notes the files it read as pending (with the run's
+id) in its source state; after the publish they go to the registry. If the process dies in
+between, the next run finds the note: when that run's snapshot is in the table's ``main``
+history the files are registered (their rows are published), otherwise they are read again.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from ratatouille.connectors.base import Output, ReadContext, SourceConfig
 from ratatouille.connectors.registry import connector_class
-from ratatouille.engine import quote
 from ratatouille.runs.dag import Node
 from ratatouille.storage.files import FileInfo, Landing
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ratatouille.runs.runner import NodeResult, RunContext, Runner
+    from ratatouille.storage.catalog import TableRef
 
 log = logging.getLogger("ratatouille.ingest")
 
@@ -51,7 +52,7 @@ def run_source(
     changed: list[str] = []
     files: list[dict[str, Any]] = []
     if config.type == "files":
-        files, changed = _new_files(runner, ctx, node, landing, cursor)
+        files, changed = _new_files(runner, ctx, node, landing)
         state = {"files": [f["path"] for f in files]}
         if not files:
             ctx.state.log(ctx.run_id, "INFO", "no new files", node.key)
@@ -130,10 +131,13 @@ def run_source(
         ctx.state.log(ctx.run_id, "WARN", f"{len(quarantined)} bad row(s) quarantined", node.key)
     new_state = dict(connector.new_state)
     workspace = ctx.workspace
+    if files:
+        ctx.state.save_source_state(workspace, config.name, {"pending": {"run_id": ctx.run_id, "files": files}})
 
     def save() -> None:
         if files:
             ctx.state.record_files(workspace, node.key, files, ctx.run_id)
+            ctx.state.save_source_state(workspace, config.name, {})
         if config.type != "files" and new_state:
             ctx.state.save_source_state(workspace, config.name, new_state)
 
@@ -177,11 +181,10 @@ def _one_stream(outputs: list[Output], extra: dict[str, Any]) -> pa.RecordBatchR
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
-def _new_files(
-    runner: Runner, ctx: RunContext, node: Node, landing: Landing, cursor: Callable[[], duckdb.DuckDBPyConnection]
-) -> tuple[list[dict[str, Any]], list[str]]:
+def _new_files(runner: Runner, ctx: RunContext, node: Node, landing: Landing) -> tuple[list[dict[str, Any]], list[str]]:
     """Files to read: new or changed since their registry entry. Returns entries and changed paths."""
     config = node.payload[0]
+    _settle_pending(runner, ctx, node)
     found: list[FileInfo] = landing.glob(str(getattr(config, "path")))  # noqa: B009
     registry = ctx.state.file_records(ctx.workspace, node.key)
     todo: list[dict[str, Any]] = []
@@ -196,37 +199,37 @@ def _new_files(
         if record is not None:
             changed.append(info.path)
         todo.append({"path": info.path, "size": info.size, "checksum": checksum, "mtime_ns": info.mtime_ns})
-    if not todo:
-        return [], []
-    # Published by a run that died before saving the registry? Then register, do not re-read.
-    already = _already_in_bronze(runner, ctx, node.key, [t["path"] for t in todo if t["path"] not in changed], cursor)
-    if already:
-        ctx.state.record_files(ctx.workspace, node.key, [t for t in todo if t["path"] in already], ctx.run_id)
-        ctx.state.log(ctx.run_id, "INFO", f"{len(already)} file(s) were already published; registered", node.key)
-    return [t for t in todo if t["path"] not in already], changed
+    return todo, changed
 
 
-def _already_in_bronze(
-    runner: Runner, ctx: RunContext, key: str, paths: list[str], cursor: Callable[[], duckdb.DuckDBPyConnection]
-) -> set[str]:
-    import duckdb
+def _settle_pending(runner: Runner, ctx: RunContext, node: Node) -> None:
+    """Files an earlier run read but did not register (it died around its publish): registered
+    if that run published, forgotten (so read again) if it did not."""
+    name = node.payload[0].name
+    pending = ctx.state.source_state(ctx.workspace, name).get("pending")
+    if not pending:
+        return
+    run_id, files = str(pending["run_id"]), list(pending["files"])
+    tables = [node.key, f"quarantine.bronze_{name}"]
+    if any(_published_by(runner, ctx.ref(key), run_id) for key in tables if key in runner.locations):
+        ctx.state.record_files(ctx.workspace, node.key, files, run_id)
+        message = f"{len(files)} file(s) read by run {run_id} were published but not registered; registered"
+        ctx.state.log(ctx.run_id, "INFO", message, node.key)
+    ctx.state.save_source_state(ctx.workspace, name, {})
 
-    if not paths or key not in runner.locations:
-        return set()  # no table yet: nothing published
-    runner._ensure_views()  # noqa: SLF001 - the run's views, created only when needed
-    relation = runner.relation(key)
-    listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-    try:
-        rows = (
-            cursor()
-            .execute(
-                f"SELECT DISTINCT {quote('_source_file')} FROM {relation} WHERE {quote('_source_file')} IN ({listed})"
-            )
-            .fetchall()
-        )
-    except duckdb.Error:
-        return set()  # no table yet, or no _source_file column
-    return {r[0] for r in rows}
+
+def _published_by(runner: Runner, ref: TableRef, run_id: str) -> bool:
+    """Whether a snapshot of run ``run_id`` is in the history of the table's ``main``."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    table = runner.lakehouse.catalog.load_table(ref.identifier)
+    current = table.current_snapshot()
+    if current is None:
+        return False
+    return any(
+        (s.summary.additional_properties if s.summary else {}).get("rat.run_id") == run_id
+        for s in ancestors_of(current, table.metadata)
+    )
 
 
 __all__ = ["run_source"]
