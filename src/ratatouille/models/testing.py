@@ -2,6 +2,9 @@
 
 Each test is a query over the model's (audit) table. Built-ins select the failing rows, so a
 failure can show a sample of them; custom tests return one number compared with ``expect``.
+Built-ins that are a condition on one row (``not_null``, ``positive``, ``accepted_values``...)
+are counted together in one scan of the table (``run_tests``); only a test that fails reads
+the table again, for its sample.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class DataTest:
     value_sql: str | None = None  # custom: SELECT of one number
     expect: int = 0
     column: str | None = None
+    relation: str | None = None  # row tests: the table, and the condition its failing rows meet
+    predicate: str | None = None
 
 
 def _value(v: Any) -> str:
@@ -54,6 +59,31 @@ def _value(v: Any) -> str:
     return "'" + str(v).replace("'", "''") + "'"
 
 
+def row_predicate(column: str, test: ColumnTest) -> str | None:
+    """The condition a failing row meets, for built-ins that look at one row at a time."""
+    col = quote(column)
+    args = test.args
+    kind = test.kind
+    if kind == "not_null":
+        return f"{col} IS NULL"
+    if kind == "positive":
+        return f"{col} <= 0"
+    if kind == "non_negative":
+        return f"{col} < 0"
+    if kind == "accepted_values":
+        return f"{col} NOT IN ({', '.join(_value(v) for v in args.get('values') or [])})"
+    if kind == "range":
+        conditions = []
+        if args.get("min") is not None:
+            conditions.append(f"{col} < {_value(args['min'])}")
+        if args.get("max") is not None:
+            conditions.append(f"{col} > {_value(args['max'])}")
+        return " OR ".join(conditions) or "FALSE"
+    if kind == "expression":
+        return f"({args.get('expression') or args.get('sql') or 'TRUE'}) IS NOT TRUE"
+    return None
+
+
 def column_test_sql(relation: str, column: str, test: ColumnTest, resolve: Any) -> tuple[str, str]:
     """The name and the failing-rows SQL of a built-in test.
 
@@ -62,33 +92,15 @@ def column_test_sql(relation: str, column: str, test: ColumnTest, resolve: Any) 
     col = quote(column)
     args = test.args
     kind = test.kind
-    if kind == "not_null":
-        return f"not_null({column})", f"SELECT * FROM {relation} WHERE {col} IS NULL"
+    predicate = row_predicate(column, test)
+    if predicate is not None:
+        return f"{kind}({column})", f"SELECT * FROM {relation} WHERE {predicate}"
     if kind == "unique":
         return (
             f"unique({column})",
             f"SELECT {col}, count(*) AS occurrences FROM {relation} WHERE {col} IS NOT NULL "
             f"GROUP BY {col} HAVING count(*) > 1",
         )
-    if kind == "positive":
-        return f"positive({column})", f"SELECT * FROM {relation} WHERE {col} <= 0"
-    if kind == "non_negative":
-        return f"non_negative({column})", f"SELECT * FROM {relation} WHERE {col} < 0"
-    if kind == "accepted_values":
-        values = args.get("values") or []
-        listed = ", ".join(_value(v) for v in values)
-        return f"accepted_values({column})", f"SELECT * FROM {relation} WHERE {col} NOT IN ({listed})"
-    if kind == "range":
-        conditions = []
-        if args.get("min") is not None:
-            conditions.append(f"{col} < {_value(args['min'])}")
-        if args.get("max") is not None:
-            conditions.append(f"{col} > {_value(args['max'])}")
-        where = " OR ".join(conditions) or "FALSE"
-        return f"range({column})", f"SELECT * FROM {relation} WHERE {where}"
-    if kind == "expression":
-        expression = args.get("expression") or args.get("sql") or "TRUE"
-        return f"expression({column})", f"SELECT * FROM {relation} WHERE ({expression}) IS NOT TRUE"
     if kind == "relationships":
         target = resolve(str(args.get("to")))
         field = quote(str(args.get("field") or column))
@@ -108,20 +120,54 @@ def data_tests(model: Model, relation: str, resolve: Any, render: Any) -> list[D
     for column in model.config.columns:
         for test in column.tests:
             name, sql = column_test_sql(relation, column.name, test, resolve)
-            tests.append(DataTest(name, test.severity, failing_rows_sql=sql, column=column.name))
+            predicate = row_predicate(column.name, test)
+            tests.append(
+                DataTest(
+                    name,
+                    test.severity,
+                    failing_rows_sql=sql,
+                    column=column.name,
+                    relation=relation if predicate else None,
+                    predicate=predicate,
+                )
+            )
     for custom in model.config.tests:
         tests.append(DataTest(custom.name, custom.severity, value_sql=render(custom.sql), expect=custom.expect))
     return tests
 
 
-def run_test(con: duckdb.DuckDBPyConnection, key: str, test: DataTest) -> TestResult:
-    """Run one data test; a failing test shows a sample of its failing rows."""
+def run_tests(con: duckdb.DuckDBPyConnection, key: str, tests: list[DataTest]) -> list[TestResult]:
+    """Run data tests, in their order; the row tests of one table are counted in one scan."""
+    import duckdb
+
+    counted: dict[int, int] = {}
+    by_relation: dict[str, list[int]] = {}
+    for index, test in enumerate(tests):
+        if test.relation is not None and test.predicate is not None:
+            by_relation.setdefault(test.relation, []).append(index)
+    for relation, indexes in by_relation.items():
+        if len(indexes) < 2:
+            continue
+        columns = ", ".join(f"count(*) FILTER (WHERE {tests[i].predicate})" for i in indexes)
+        try:
+            row = con.execute(f"SELECT {columns} FROM {relation}").fetchone()
+        except duckdb.Error:
+            continue  # one of them is broken: each runs alone and reports its own error
+        if row is not None:
+            counted.update({i: int(n) for i, n in zip(indexes, row, strict=True)})
+    return [run_test(con, key, test, failures=counted.get(i)) for i, test in enumerate(tests)]
+
+
+def run_test(con: duckdb.DuckDBPyConnection, key: str, test: DataTest, *, failures: int | None = None) -> TestResult:
+    """Run one data test; a failing test shows a sample of its failing rows (``failures``: the
+    count of failing rows when already known)."""
     import duckdb
 
     try:
         if test.failing_rows_sql is not None:
-            row = con.execute(f"SELECT count(*) FROM ({test.failing_rows_sql})").fetchone()
-            failures = int(row[0]) if row else 0
+            if failures is None:
+                row = con.execute(f"SELECT count(*) FROM ({test.failing_rows_sql})").fetchone()
+                failures = int(row[0]) if row else 0
             sample: list[dict[str, Any]] = []
             if failures:
                 rel = con.sql(f"SELECT * FROM ({test.failing_rows_sql}) LIMIT {SAMPLE_ROWS}")

@@ -12,7 +12,7 @@ from ratatouille.engine import quote
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized
 from ratatouille.models.loader import Model
-from ratatouille.models.testing import TestResult, data_tests, run_test
+from ratatouille.models.testing import TestResult, data_tests, run_tests
 from ratatouille.runs.graph import Graph
 
 if TYPE_CHECKING:
@@ -34,8 +34,7 @@ def data_checks(
             fake = Model(model.layer, model.name, model.path, model.config, sql=sql)
             return graph.compiler.compile(fake, CompileContext(relation=relation, this=this)).sql
 
-        for test in data_tests(model, this, relation, render):
-            results.append(run_test(con, key, test))
+        results += run_tests(con, key, data_tests(model, this, relation, render))
     return results
 
 

@@ -29,7 +29,7 @@ from ratatouille.errors import CommitConflictError, PipelineError, RatatouilleEr
 from ratatouille.models.compiler import CompileContext, CompileProblem
 from ratatouille.models.config import Materialized, Strategy
 from ratatouille.models.loader import Model
-from ratatouille.models.testing import TestResult, data_tests, run_test
+from ratatouille.models.testing import TestResult, data_tests, run_tests
 from ratatouille.runs.dag import Node
 from ratatouille.runs.graph import Graph
 from ratatouille.state.store import StateStore
@@ -562,8 +562,7 @@ class Runner:
             return self.graph.compiler.compile(fake, CompileContext(relation=self.relation, this=relation)).sql
 
         blocking: list[TestResult] = []
-        for test in data_tests(model, relation, self.relation, render):
-            outcome = run_test(con, model.key, test)
+        for outcome in run_tests(con, model.key, data_tests(model, relation, self.relation, render)):
             result.tests.append(outcome)
             self.state.add_test_result(
                 ctx.run_id,
