@@ -443,7 +443,7 @@ def test_explanation_write_audit_publish_runs(tmp_path: Path) -> None:
     counts = [int(line) for line in out.splitlines() if line.isdigit()]
     assert counts[0] == counts[1] == counts[2] - 2  # nothing published by the killed run; the rerun did
     assert "\n3,3\n" in out  # the file published before the crash was not loaded twice
-    assert "1 file(s) were already published;" in out
+    assert "were published but not registered; registered" in out
 
 
 @pytest.mark.slow
