@@ -107,3 +107,33 @@ def test_unrelated_rat_variables_are_ignored_and_bad_overrides_are_named(tmp_pat
     assert config.name == "test"
     with pytest.raises(ConfigError, match=r"environment variable RAT_SERVER__PORT: server.port:"):
         load_project_config(tmp_path, env={"RAT_SERVER__PORT": "abc"})
+
+
+def test_server_limits_have_defaults_and_come_from_the_file_or_environment(tmp_path: Path) -> None:
+    (tmp_path / "ratatouille.yaml").write_text("")
+    server = load_project_config(tmp_path, env={}).server
+    assert (server.query_row_limit, server.statement_timeout_seconds) == (100_000, 30.0)
+    assert (server.query_batch_rows, server.preview_rows) == (65_536, 100)
+    assert (server.run_start_timeout_seconds, server.shutdown_grace_seconds) == (120.0, 10.0)
+    write_project(tmp_path, "server:\n  query_row_limit: 500\n  statement_timeout_seconds: 2.5\n  preview_rows: 20\n")
+    server = load_project_config(tmp_path, env={"RAT_SERVER__SHUTDOWN_GRACE_SECONDS": "0"}).server
+    assert (server.query_row_limit, server.statement_timeout_seconds, server.preview_rows) == (500, 2.5, 20)
+    assert server.shutdown_grace_seconds == 0
+
+
+def test_server_limits_must_be_positive(tmp_path: Path) -> None:
+    write_project(
+        tmp_path,
+        "server:\n  query_row_limit: 0\n  statement_timeout_seconds: 0\n  query_batch_rows: -5\n"
+        "  preview_rows: 20000\n  run_start_timeout_seconds: -1\n  shutdown_grace_seconds: -1\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        load_project_config(tmp_path, env={})
+    text = str(err.value)
+    assert "6 problems" in text
+    assert "ratatouille.yaml:4: server.query_row_limit: Input should be greater than or equal to 1" in text
+    assert "ratatouille.yaml:5: server.statement_timeout_seconds: Input should be greater than 0" in text
+    assert "ratatouille.yaml:6: server.query_batch_rows: Input should be greater than or equal to 1" in text
+    assert "ratatouille.yaml:7: server.preview_rows: Input should be less than or equal to 10000" in text
+    assert "ratatouille.yaml:8: server.run_start_timeout_seconds: Input should be greater than 0" in text
+    assert "ratatouille.yaml:9: server.shutdown_grace_seconds: Input should be greater than or equal to 0" in text

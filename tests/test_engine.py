@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from ratatouille.config import EngineConfig
-from ratatouille.engine import connect, load_extensions, resolve_profile
+from ratatouille.engine import OFFLINE_REPOSITORY, connect, load_extensions, resolve_profile
+from ratatouille.errors import QueryError
 from ratatouille.workspace import Workspace
 
 
@@ -60,3 +62,46 @@ def test_unknown_extension_is_not_downloaded(tmp_path: Path) -> None:
     with pytest.raises(duckdb.Error):
         con.execute("SELECT * FROM st_read('x.shp')")  # spatial: not installed, must not autoinstall
     con.close()
+
+
+@pytest.mark.parametrize("sql", ["INSTALL spatial", "FORCE INSTALL httpfs", "install 'spatial'"])
+def test_install_fails_fast_from_an_empty_local_repository(tmp_path: Path, sql: str) -> None:
+    import duckdb
+
+    con = connect(resolve_profile("tiny", EngineConfig()), tmp_path / "tmp")
+    offline = str(tmp_path / "tmp" / OFFLINE_REPOSITORY)
+    settings = dict(
+        con.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name IN ('custom_extension_repository', "
+            "'autoinstall_extension_repository', 'allow_community_extensions')"
+        ).fetchall()
+    )
+    assert settings == {
+        "custom_extension_repository": offline,
+        "autoinstall_extension_repository": offline,
+        "allow_community_extensions": "false",
+    }
+    started = time.perf_counter()
+    with pytest.raises(duckdb.IOException) as caught:
+        con.execute(sql)
+    assert time.perf_counter() - started < 2
+    text = str(caught.value)
+    # DuckDB looked for a local file in the offline folder: no URL was tried.
+    assert "Failed to install local extension" in text and offline in text
+    assert "http://" not in text and "https://" not in text
+    assert not (tmp_path / "tmp" / OFFLINE_REPOSITORY).exists()
+    con.close()
+
+
+def test_install_in_a_query_says_extensions_are_never_downloaded(tmp_path: Path) -> None:
+    (tmp_path / "ratatouille.yaml").write_text("profile: tiny\n")
+    ws = Workspace.open(tmp_path)
+    for sql in ("INSTALL spatial", "LOAD spatial"):
+        started = time.perf_counter()
+        with pytest.raises(QueryError) as caught:
+            ws.query(sql)
+        assert time.perf_counter() - started < 2
+        assert "Ratatouille never downloads DuckDB extensions" in str(caught.value)
+        assert "avro, iceberg, httpfs, excel" in str(caught.value)
+    assert ws.query("SELECT 42 AS answer").column("answer")[0].as_py() == 42
+    ws.close()

@@ -64,11 +64,63 @@ class StateConfig(Frozen):
     uri: str = "sqlite:///.rat/state.db"
 
 
+MAX_PREVIEW_ROWS = 10_000
+
+
 class ServerConfig(Frozen):
-    """Where ``rat serve`` listens."""
+    """Where ``rat serve`` listens, and the limits of its REST API."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    query_row_limit: int = Field(
+        default=100_000,
+        ge=1,
+        description=(
+            "Most rows one `POST /api/v1/query` answers with; a request's own `limit` can only lower it. "
+            'A longer result is cut: JSON says `"truncated": true`, and every format carries the limit in '
+            "the `X-Rat-Row-Limit` header."
+        ),
+    )
+    statement_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds a query of the API (`/api/v1/query`, table previews) may run, streaming its result "
+            "included. A longer one is stopped: a `QueryTimeoutError` (HTTP 400), or a response cut short "
+            "when rows were already sent."
+        ),
+    )
+    query_batch_rows: int = Field(
+        default=65_536,
+        ge=1,
+        le=1_048_576,
+        description="Rows per batch when the API streams a query result; larger batches use more memory per query.",
+    )
+    preview_rows: int = Field(
+        default=100,
+        ge=1,
+        le=MAX_PREVIEW_ROWS,
+        description=(
+            f"Rows in a table's preview (`GET /api/v1/tables/...`) when the request gives no `limit`; "
+            f"a request may ask for up to {MAX_PREVIEW_ROWS:,}."
+        ),
+    )
+    run_start_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "Seconds `POST /api/v1/pipelines/.../runs` waits for the run to get its id (it answers HTTP 503 "
+            "past that; the run may still start)."
+        ),
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "On Ctrl-C or SIGTERM, seconds `rat serve` waits for requests and runs it started to finish "
+            "before it stops; a run cut short is recorded as failed."
+        ),
+    )
 
 
 class EngineConfig(Frozen):

@@ -1,7 +1,9 @@
 """The DuckDB engine: one connection per workspace, configured by the profile, air-gapped.
 
 Extensions load from the pinned ``duckdb-extension-*`` wheels by file path, when first
-needed; DuckDB's autoinstall and autoload are off, so nothing is ever downloaded. The profile sets
+needed; DuckDB's autoinstall and autoload are off, so nothing is ever downloaded. An explicit
+``INSTALL name`` (in a model, say) looks only in an empty local repository and fails at once with
+:data:`NO_DOWNLOADS`, instead of trying DuckDB's extension server. The profile sets
 ``memory_limit``, ``threads`` and a ``temp_directory`` to spill to.
 """
 
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
 
 # Load order matters: iceberg needs avro.
 EXTENSIONS = ("avro", "iceberg", "httpfs", "excel")
+# The folder DuckDB's INSTALL is pointed at, under the engine's temp directory. It is never
+# created, so an INSTALL fails without touching the network; its name shows in DuckDB's message.
+OFFLINE_REPOSITORY = "extension-repository-offline"
+NO_DOWNLOADS = (
+    "Ratatouille never downloads DuckDB extensions, so INSTALL cannot work here. The extensions it "
+    "uses ({}) come from pinned duckdb-extension-* wheels and load by themselves when a query needs them"
+).format(", ".join(EXTENSIONS))
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ def connect(profile: Profile, temp_directory: Path, s3: S3Config | None = None) 
     import duckdb
 
     temp_directory.mkdir(parents=True, exist_ok=True)
+    offline = str(temp_directory / OFFLINE_REPOSITORY)
     con = duckdb.connect(
         config={
             "autoinstall_known_extensions": False,
@@ -106,6 +116,11 @@ def connect(profile: Profile, temp_directory: Path, s3: S3Config | None = None) 
             "temp_directory": str(temp_directory),
             # Extensions are loaded by absolute path from the wheels, never from ~/.duckdb.
             "extension_directory": str(temp_directory / "extensions"),
+            # INSTALL (and FORCE INSTALL, UPDATE EXTENSIONS) look in a local folder that does not
+            # exist instead of http://extensions.duckdb.org: they fail at once, offline.
+            "custom_extension_repository": offline,
+            "autoinstall_extension_repository": offline,
+            "allow_community_extensions": False,
         }
     )
     con.execute("SET TimeZone = 'UTC'")
@@ -199,6 +214,14 @@ def configure_s3(con: duckdb.DuckDBPyConnection, s3: S3Config) -> None:
         con.execute(f"CREATE OR REPLACE SECRET rat_s3 (TYPE s3, {', '.join(options)})")
     except duckdb.Error as exc:
         raise CatalogError(f"cannot configure S3 access for DuckDB: {exc}") from exc
+
+
+def error_message(exc: BaseException) -> str:
+    """DuckDB's message for ``exc``, explained when it is an ``INSTALL`` that cannot download."""
+    text = str(exc).strip()
+    if any(hint in text for hint in (OFFLINE_REPOSITORY, "Failed to download extension", "Install it first")):
+        return f"{text.splitlines()[0]}\n{NO_DOWNLOADS}"
+    return text
 
 
 def literal(value: str) -> str:

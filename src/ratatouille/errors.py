@@ -13,7 +13,10 @@ One root, a shallow tree. Each message says what happened and what to do about i
     ├── ConnectorError         a source cannot be reached or read (never shows credentials)
     ├── PipelineError          a model is invalid or failed (file and line of the user's code)
     │   └── TestFailure        an error-severity test failed: the model was not published
-    └── QueryError             SQL failed: parse, bind or runtime error, with the position
+    ├── QueryError             SQL failed: parse, bind or runtime error, with the position
+    └── AuthError              a user or token cannot be managed as asked (unknown, duplicate, ...)
+        ├── AuthenticationError    no token, or an unknown, expired or revoked one
+        └── PermissionDeniedError  the token's role or workspace does not allow this
 
 Surfaces decide how errors look: the CLI prints one red line, the API maps classes to statuses.
 """
@@ -110,3 +113,15 @@ class TestFailure(PipelineError):
 
 class QueryError(RatatouilleError):
     """A SQL statement failed to parse, bind or run."""
+
+
+class AuthError(RatatouilleError):
+    """A user or token cannot be managed as asked (unknown, duplicate, invalid)."""
+
+
+class AuthenticationError(AuthError):
+    """The request has no token, or its token is unknown, expired or revoked."""
+
+
+class PermissionDeniedError(AuthError):
+    """The token's role or workspace does not allow what was asked."""

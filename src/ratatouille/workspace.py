@@ -708,7 +708,9 @@ def _q(identifier: str) -> str:
 
 
 def _clean(exc: Exception) -> str:
-    return str(exc).strip()
+    from ratatouille.engine import error_message
+
+    return error_message(exc)
 
 
 def _ms(timestamp_ms: int) -> str:

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ratatouille.state.auth import (
-    AuthenticationError,
-    AuthError,
-    AuthStore,
-    PermissionDeniedError,
-    Principal,
-    Role,
-    hash_token,
-)
+from ratatouille.errors import AuthenticationError, AuthError, PermissionDeniedError
+from ratatouille.state.auth import AuthStore, Principal, Role, hash_token
 from ratatouille.state.store import StateStore
 
 STATES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -128,8 +121,14 @@ def test_roles_and_workspaces() -> None:
     assert not sales.can(Role.EDITOR, "sales")
     assert sales.readable(["sales", "other"]) == ["sales"]
     assert everywhere.readable(["b", "a"]) == ["a", "b"]
-    with pytest.raises(PermissionDeniedError, match="editor role is needed"):
+    with pytest.raises(
+        PermissionDeniedError,
+        match="^an editor role is needed to run pipelines in workspace `sales`; "
+        "this token is a viewer \\(workspace `sales` only\\)$",
+    ):
         sales.require(Role.EDITOR, "sales")
+    with pytest.raises(PermissionDeniedError, match="^an admin role is needed .* this token is an editor "):
+        everywhere.require(Role.ADMIN, "x")
     with pytest.raises(PermissionDeniedError, match="workspace `sales` only"):
         sales.require(Role.VIEWER, "other")
     assert Role.parse("ADMIN") is Role.ADMIN

@@ -25,8 +25,8 @@ FREE_TEXT = {"POST /api/v1/query"}
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
 def test_api_conforms_to_its_openapi(api: Api, mode: GenerationMode) -> None:
-    schema = schemathesis.openapi.from_url(f"{api.url}/api/v1/openapi.json", timeout=30)
     headers = {"Authorization": f"Bearer {api.tokens['admin']}"}
+    schema = schemathesis.openapi.from_url(f"{api.url}/api/v1/openapi.json", headers=headers, timeout=30)
     failures: dict[str, str] = {}
     tested = []
     for result in schema.get_all_operations():

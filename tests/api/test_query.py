@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from api.conftest import Api, live_server
+from helpers import write_project
 from ratatouille.api.app import create_app
+from ratatouille.errors import ConfigError
 from ratatouille.workspace import Workspace
 
 GROUP_BY = (
@@ -182,13 +184,22 @@ def test_request_limit_and_truncation(client: httpx.Client) -> None:
 # -- server limits ------------------------------------------------------------------------
 
 
+LIMITS = """\
+server:
+  query_row_limit: 1000
+  statement_timeout_seconds: 1
+"""
+
+
 @pytest.fixture(scope="module")
-def limited(api: Api) -> Iterator[httpx.Client]:
-    """A second server over the same project with a 1,000-row limit and a 1 s statement timeout."""
-    app = create_app(api.root, query_row_limit=1000, statement_timeout_seconds=1.0)
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A server over a project whose ratatouille.yaml sets a 1,000-row limit and a 1 s statement timeout."""
+    root = write_project(tmp_path_factory.mktemp("limited") / "project", LIMITS)
+    app = create_app(root)
+    token, _info = app.state.ctx.auth.create_token("viewer", "viewer", "default")
     with (
         live_server(app) as url,
-        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api.tokens['viewer']}"}, timeout=60) as client,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client,
     ):
         yield client
 
@@ -198,19 +209,46 @@ def test_server_row_limit_caps_every_request(limited: httpx.Client) -> None:
     assert body["row_count"] == 1000 and body["truncated"] is True
     body = limited.post("/api/v1/query", json={"sql": "SELECT * FROM range(5000)", "limit": 1_000_000}).json()
     assert body["row_count"] == 1000
+    body = limited.post("/api/v1/query", json={"sql": "SELECT * FROM range(1000)"}).json()
+    assert body["row_count"] == 1000 and body["truncated"] is False
     response = limited.post("/api/v1/query?format=arrow", json={"sql": "SELECT * FROM range(5000)"})
     assert ipc.open_stream(response.content).read_all().num_rows == 1000
     assert response.headers["x-rat-row-limit"] == "1000"
+    response = limited.post("/api/v1/query?format=csv", json={"sql": "SELECT * FROM range(5000)", "limit": 10})
+    assert len(response.text.splitlines()) == 11 and response.headers["x-rat-row-limit"] == "10"
 
 
-def test_statement_timeout_interrupts_the_query(limited: httpx.Client) -> None:
-    slow = "SELECT sum(hash(a.range * b.range)) AS s FROM range(100000) a, range(100000) b"
+@pytest.mark.parametrize(
+    "slow",
+    [
+        "SELECT sum(hash(a.range * b.range)) AS s FROM range(100000) a, range(100000) b",
+        "SELECT count(*) AS n FROM range(10000000000) WHERE hash(range) % 7 = 3",
+    ],
+    ids=["cross-join", "range-1e10"],
+)
+def test_statement_timeout_interrupts_the_query(limited: httpx.Client, slow: str) -> None:
+    started = time.monotonic()
     response = limited.post("/api/v1/query", json={"sql": slow})
+    elapsed = time.monotonic() - started
     assert response.status_code == 400
     error = response.json()["error"]
-    assert error["type"] == "QueryTimeoutError" and "1 s" in error["message"]
-    assert response.elapsed.total_seconds() < 15
+    assert error["type"] == "QueryTimeoutError"
+    assert "ran longer than 1 s" in error["message"] and "server.statement_timeout_seconds" in error["message"]
+    assert 0.9 < elapsed < 15
     assert limited.post("/api/v1/query", json={"sql": "SELECT 1 AS one"}).json()["rows"] == [{"one": 1}]
+
+
+def test_keyword_limits_override_the_config_and_are_checked(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "project", LIMITS)
+    settings = create_app(root, preview_rows=5).state.ctx.settings
+    assert (settings.query_row_limit, settings.statement_timeout_seconds, settings.preview_rows) == (1000, 1.0, 5)
+    with pytest.raises(ConfigError) as caught:
+        create_app(root, query_row_limit=0, statement_timeout_seconds=-1, row_limit=5)
+    message = str(caught.value)
+    assert "3 problems" in message
+    assert "query_row_limit: Input should be greater than or equal to 1" in message
+    assert "statement_timeout_seconds: Input should be greater than 0" in message
+    assert "row_limit: unknown key" in message
 
 
 # -- the sandbox over HTTP ----------------------------------------------------------------
@@ -344,9 +382,21 @@ def big_table(api_root: Path) -> str:
     return "silver.big"
 
 
+@pytest.fixture(scope="module")
+def streaming(api: Api) -> Iterator[httpx.Client]:
+    """A second server over the same project whose limits let results of millions of rows through."""
+    app = create_app(api.root, query_row_limit=100_000_000, statement_timeout_seconds=300)
+    with (
+        live_server(app) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {api.tokens['admin']}"}, timeout=60) as client,
+    ):
+        yield client
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "arrow"])
-def test_two_million_rows_stream_complete(client: httpx.Client, big_table: str, fmt: str) -> None:
+def test_two_million_rows_stream_complete(streaming: httpx.Client, big_table: str, fmt: str) -> None:
+    client = streaming
     sql = f"SELECT * FROM {big_table}"
     chunks = 0
     body = io.BytesIO()
@@ -376,7 +426,8 @@ def _metric(client: httpx.Client, prefix: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
 
-def test_an_error_after_the_first_rows_cuts_the_stream_short(client: httpx.Client) -> None:
+def test_an_error_after_the_first_rows_cuts_the_stream_short(streaming: httpx.Client) -> None:
+    client = streaming
     late = "SELECT range AS i, CASE WHEN range >= 500000 THEN error('late failure') END AS x FROM range(1000000)"
     errors_before = _metric(client, 'rat_queries_total{outcome="error"}')
     with pytest.raises(httpx.RemoteProtocolError):
@@ -388,9 +439,10 @@ def test_an_error_after_the_first_rows_cuts_the_stream_short(client: httpx.Clien
     assert client.post("/api/v1/query", json={"sql": "SELECT 1 AS ok"}).json()["rows"] == [{"ok": 1}]
 
 
-def test_a_client_going_away_stops_the_query(api: Api, client: httpx.Client) -> None:
+def test_a_client_going_away_stops_the_query(streaming: httpx.Client) -> None:
+    client = streaming
     aborted_before = _metric(client, 'rat_queries_total{outcome="aborted"}')
-    with httpx.Client(base_url=api.url, headers=client.headers, timeout=60) as leaving:
+    with httpx.Client(base_url=client.base_url, headers=client.headers, timeout=60) as leaving:
         with leaving.stream(
             "POST", "/api/v1/query", params={"format": "csv"}, json={"sql": "SELECT * FROM range(100000000)"}
         ) as response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,6 +22,8 @@ PROTECTED = [
     ("GET", "/api/v1/users", None),
     ("POST", "/api/v1/query", {"sql": "SELECT 1"}),
     ("GET", "/metrics", None),
+    ("GET", "/api/v1/openapi.json", None),
+    ("GET", "/api/v1/docs", None),
 ]
 
 
@@ -258,9 +261,11 @@ def test_unexpected_errors_never_show_a_traceback(
     assert any(incident in r.getMessage() and r.exc_info for r in caplog.records)
 
 
-def test_openapi_and_docs(api: Api) -> None:
-    anonymous = api.client()
-    spec = anonymous.get("/api/v1/openapi.json").json()
+@pytest.mark.parametrize("name", ["viewer", "other_viewer", "editor", "admin"])
+def test_openapi_needs_any_valid_token(api: Api, name: str) -> None:
+    response = api.client(as_=name).get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
     paths = set(spec["paths"])
     assert {
         "/api/v1/health",
@@ -272,10 +277,54 @@ def test_openapi_and_docs(api: Api) -> None:
         "/api/v1/runs",
         "/api/v1/runs/{run_id}",
     } <= paths
+    assert not paths & {"/api/v1/openapi.json", "/api/v1/docs"}
     assert spec["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
     assert "text/csv" in spec["paths"]["/api/v1/query"]["post"]["responses"]["200"]["content"]
-    docs = anonymous.get("/api/v1/docs")
-    assert docs.status_code == 200 and "/api/v1/openapi.json" in docs.text
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_docs_page_asks_a_browser_for_a_token(api: Api) -> None:
+    for client in (api.client(), api.client("rat_not-a-token")):
+        response = client.get("/api/v1/docs", headers=BROWSER)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"].startswith("text/html")
+        assert 'id="rat-token"' in response.text and "rat tokens create" in response.text
+        assert "/api/v1/query" not in response.text  # nothing of the API without a token
+    response = api.client(as_="other_viewer").get("/api/v1/docs", headers=BROWSER)
+    assert response.status_code == 200
+    assert 'data-spec="/api/v1/openapi.json"' in response.text
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_docs_page_loads_nothing_from_other_hosts(api: Api) -> None:
+    client = api.client(as_="viewer")
+    page = client.get("/api/v1/docs", headers=BROWSER)
+    assert page.status_code == 200
+    assert re.search(r"(?i)(https?:)?//[a-z0-9]", page.text.replace("<!doctype html>", "")) is None, page.text
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy and "script-src 'self'" in policy
+    scripts = re.findall(r"<script[^>]*>(.*?)</script>", page.text, re.S)
+    assert len(scripts) == 2 and not any(body.strip() for body in scripts)  # no inline script: the policy forbids it
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/api/v1/docs/static/swagger-ui-bundle.js" in assets and "/api/v1/docs/static/rat-docs.js" in assets
+    anonymous = api.client()
+    for asset in assets:
+        if asset.startswith("data:"):
+            continue
+        assert asset.startswith("/api/v1/docs/static/"), asset
+        response = anonymous.get(asset)  # a public library: a <script> tag cannot send a token
+        assert response.status_code == 200, asset
+        assert len(response.content) > 100, asset
+    script = anonymous.get("/api/v1/docs/static/rat-docs.js").text
+    assert "http" not in script and "validatorUrl: null" in script
+    # Swagger UI 5 renders OpenAPI 3.1, the version FastAPI writes.
+    assert client.get("/api/v1/openapi.json").json()["openapi"].startswith("3.1")
+    bundle = anonymous.get("/api/v1/docs/static/swagger-ui-bundle.js").text
+    assert re.search(r'"5\.\d+\.\d+"', bundle)
+    assert _error(anonymous.get("/api/v1/docs/static/nope.js"), 404)["type"] == "NotFound"
 
 
 def test_metrics_count_requests_rows_and_runs(api: Api, client: httpx.Client) -> None:
@@ -295,14 +344,3 @@ def test_unknown_query_parameters_are_refused(client: httpx.Client) -> None:
     assert "workspce" in error["message"] and "workspace" in error["message"]
     assert _error(client.post("/api/v1/query", params={"fromat": "csv"}, json={"sql": "SELECT 1"}), 422)
     assert client.get("/api/v1/runs", params={"workspace": "default", "limit": 2}).status_code == 200
-
-
-def test_settings_come_from_the_server_section_when_it_has_them() -> None:
-    from types import SimpleNamespace
-
-    from ratatouille.api.settings import QUERY_ROW_LIMIT, ApiSettings
-
-    assert ApiSettings.from_config(SimpleNamespace(host="x", port=1)).query_row_limit == QUERY_ROW_LIMIT
-    server = SimpleNamespace(query_row_limit=5, statement_timeout_seconds=0)
-    settings = ApiSettings.from_config(server, preview_rows=3)
-    assert (settings.query_row_limit, settings.statement_timeout_seconds, settings.preview_rows) == (5, None, 3)

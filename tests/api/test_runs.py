@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
-from api.conftest import Api
+from api.conftest import Api, live_server
+from ratatouille.api.app import create_app
 
 RUN_TIMEOUT = 120.0
 
@@ -74,3 +76,21 @@ def test_unknown_pipeline_is_404_with_suggestions(api: Api) -> None:
     assert response.status_code == 404
     response = editor.post("/api/v1/pipelines/default/gold.by_customer/runs", json={"unknown": 1})
     assert response.status_code == 422
+
+
+def test_a_run_that_does_not_start_in_time_is_a_503(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAT_SERVER__RUN_START_TIMEOUT_SECONDS", "0.001")
+    app = create_app(api.root)
+    assert app.state.ctx.settings.run_start_timeout_seconds == 0.001
+    with live_server(app) as url, httpx.Client(base_url=url, headers=api.client(as_="editor").headers) as editor:
+        response = editor.post("/api/v1/pipelines/default/gold.by_customer/runs")
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["type"] == "UnavailableError"
+        assert error["message"].startswith("the run of `gold.by_customer` did not start within 0.001 s")
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while app.state.ctx.running():  # the run goes on in the background: let it finish
+            assert time.monotonic() < deadline, "the run did not finish"
+            time.sleep(0.1)
+    latest = api.client(as_="editor").get("/api/v1/runs", params={"limit": 1}).json()["runs"][0]
+    assert (latest["trigger"], latest["status"]) == ("api", "success")

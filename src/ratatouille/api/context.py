@@ -11,7 +11,7 @@ from fastapi import Request  # noqa: TID251 - the API package is where FastAPI l
 
 from ratatouille.api.errors import NotFoundError, UnavailableError
 from ratatouille.api.metrics import Metrics
-from ratatouille.api.settings import ApiSettings
+from ratatouille.config import ServerConfig
 from ratatouille.project import Project
 from ratatouille.workspace import Workspace
 
@@ -24,7 +24,7 @@ log = logging.getLogger("ratatouille.api")
 class ApiContext:
     """State of one running API: shared by every request, thread-safe."""
 
-    def __init__(self, project: Project, settings: ApiSettings) -> None:
+    def __init__(self, project: Project, settings: ServerConfig) -> None:
         self.project = project
         self.settings = settings
         self.metrics = Metrics()

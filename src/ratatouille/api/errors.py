@@ -1,8 +1,9 @@
 """The one place that decides how errors look over HTTP: a status per error class and a body
 ``{"error": {"type": ..., "message": ...}}``.
 
-Ratatouille's own errors keep their message (they are written for users). Anything else is a
-500 with a generic message and an id; the details and traceback go to the server log only.
+Ratatouille's own errors keep their status and message (they are written for users), except
+those mapped to 500. Anything else is a 500 with a generic message and an id; the details and
+traceback go to the server log only.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ratatouille.errors import (
+    AuthenticationError,
+    AuthError,
     CatalogError,
     ConfigError,
     ConnectorError,
     DataError,
+    PermissionDeniedError,
     PipelineError,
     ProjectNotFoundError,
     QueryError,
@@ -29,7 +33,6 @@ from ratatouille.errors import (
     SchemaError,
     TableNotFoundError,
 )
-from ratatouille.state.auth import AuthenticationError, AuthError, PermissionDeniedError
 
 log = logging.getLogger("ratatouille.api")
 
@@ -52,13 +55,21 @@ class NotAcceptableError(ApiError):
     status = 406
 
 
+class UnknownParameterError(ApiError):
+    """A query parameter the route does not take (a typo would otherwise be silently ignored)."""
+
+    status = 422
+
+
 class UnavailableError(ApiError):
     """The server cannot do it right now (e.g. a run did not start in time)."""
 
     status = 503
 
 
-# Most specific first: the first class the error is an instance of decides.
+# Most specific first: the first class the error is an instance of decides. A query stopped by
+# the statement timeout (``QueryTimeoutError``, a ``QueryError``) is a 400 like other failed
+# queries: sending it again would time out again, and 408/503/504 invite clients to retry.
 STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (AuthenticationError, 401),
     (PermissionDeniedError, 403),
@@ -121,8 +132,10 @@ def _internal(request: Request, exc: BaseException) -> JSONResponse:
 
 async def _ratatouille(request: Request, exc: Exception) -> JSONResponse:
     status = status_of(exc)
-    if status >= 500:
+    if status == 500:
         return _internal(request, exc)
+    if status > 500:  # the server's side, but said on purpose: keep the status and the message
+        log.warning("%s %s answered %d: %s", request.method, request.url.path, status, exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return error_response(status, type(exc).__name__, str(exc), headers)
 

@@ -8,8 +8,9 @@ from fastapi import Depends, Request  # noqa: TID251 - the API package is where 
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: TID251 - the API package is where FastAPI lives
 
 from ratatouille.api.context import context
-from ratatouille.api.errors import ApiError
-from ratatouille.state.auth import AuthenticationError, Principal
+from ratatouille.api.errors import UnknownParameterError
+from ratatouille.errors import AuthenticationError
+from ratatouille.state.auth import Principal
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -34,12 +35,6 @@ def authenticated(
 
 
 Caller = Annotated[Principal, Depends(authenticated)]
-
-
-class UnknownParameterError(ApiError):
-    """A query parameter the route does not take (a typo would otherwise be silently ignored)."""
-
-    status = 422
 
 
 def known_query_parameters(request: Request) -> None:

@@ -11,11 +11,8 @@ A token without a workspace holds its role in every workspace. Token values are 
 (``secrets.token_urlsafe``), shown once when created and stored only as a SHA-256 digest. They
 expire if asked to, are revocable, and remember when they were last used.
 
-Errors (under ``RatatouilleError``)::
-
-    AuthError                 a user or token cannot be managed as asked (unknown, duplicate, ...)
-    ├── AuthenticationError   no token, or an unknown, expired or revoked one (HTTP 401)
-    └── PermissionDeniedError the token's role or workspace does not allow this (HTTP 403)
+Errors: ``AuthError`` and its subclasses ``AuthenticationError`` (no valid token) and
+``PermissionDeniedError`` (the token does not allow it), in ``ratatouille.errors`` with the others.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from ratatouille.errors import RatatouilleError
+from ratatouille.errors import AuthenticationError, AuthError, PermissionDeniedError, RatatouilleError
 from ratatouille.state.store import now
 
 if TYPE_CHECKING:
@@ -44,18 +41,6 @@ TOKEN_BYTES = 32  # 256 bits of randomness
 # writers); once a minute is precise enough to see which tokens are in use.
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,199}$")
-
-
-class AuthError(RatatouilleError):
-    """A user or token cannot be managed as asked (unknown, duplicate, invalid)."""
-
-
-class AuthenticationError(AuthError):
-    """The request has no token, or its token is unknown, expired or revoked."""
-
-
-class PermissionDeniedError(AuthError):
-    """The token's role or workspace does not allow what was asked."""
 
 
 class Role(StrEnum):
@@ -87,6 +72,11 @@ _RANKS = {Role.VIEWER: 1, Role.EDITOR: 2, Role.ADMIN: 3}
 _WHAT = {Role.VIEWER: "read", Role.EDITOR: "run pipelines", Role.ADMIN: "manage users and settings"}
 
 
+def _a(role: Role) -> str:
+    """``a viewer``, ``an editor``, ``an admin``."""
+    return f"{'an' if role.value[0] in 'aeiou' else 'a'} {role.value}"
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the user and the role and workspace their token carries."""
@@ -114,8 +104,7 @@ class Principal:
         scope = f"workspace `{self.workspace}` only" if self.workspace else "every workspace"
         if self.role.rank < role.rank:
             raise PermissionDeniedError(
-                f"a {role.value} role is needed to {_WHAT[role]} in {where}; this token is a "
-                f"{self.role.value} ({scope})"
+                f"{_a(role)} role is needed to {_WHAT[role]} in {where}; this token is {_a(self.role)} ({scope})"
             )
         raise PermissionDeniedError(f"this token is for {scope}; it cannot be used for {where}")
 

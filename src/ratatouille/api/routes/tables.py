@@ -19,7 +19,7 @@ from ratatouille.api.models import (
     TableSummary,
 )
 from ratatouille.api.security import OPEN_QUERY, Caller
-from ratatouille.api.settings import MAX_PREVIEW_ROWS
+from ratatouille.config import MAX_PREVIEW_ROWS
 from ratatouille.engine import literal, quote
 from ratatouille.errors import QueryError, TableNotFoundError
 from ratatouille.state.auth import Role
