@@ -94,8 +94,11 @@ PROJECT_KEYS: dict[str, str] = {
         "SQLAlchemy URL of the state store, which records pipeline runs: `sqlite:///...` (relative to the "
         "project) or `postgresql://...`; it may share the catalog's database."
     ),
-    "server.host": "Interface to bind. Reserved until `rat serve` ships.",
-    "server.port": "TCP port. Reserved until `rat serve` ships.",
+    "server.host": (
+        "Interface `rat serve` listens on (`--host` wins). The API speaks plain HTTP: to serve beyond this "
+        "machine, put a TLS-terminating proxy in front."
+    ),
+    "server.port": "TCP port of `rat serve` (`--port` wins).",
     "engine.memory_limit": "DuckDB memory limit, e.g. `3GB`; `null` keeps the profile's.",
     "engine.threads": "DuckDB threads; `null` keeps the profile's.",
     "engine.temp_directory": "Where DuckDB spills when a query needs more than the memory limit (project-relative).",
@@ -742,7 +745,10 @@ MODEL_KEYS: dict[str, str] = {
         "`bucket(n, col)`, `truncate(n, col)`; a string (`day(ts), bucket(4, id)`) or a list. Not for views. "
         "Changing it needs `rat run --full-refresh` for an incremental model."
     ),
-    "schedule": "A cron expression (`0 * * * *`). Reserved: nothing schedules runs until `rat serve` ships.",
+    "schedule": (
+        "A cron expression (`0 * * * *`, UTC): `rat serve` runs the model then, with the sources it reads. "
+        "Models due on the same cron run, and publish, together."
+    ),
     "tags": "Labels to select the model by: `rat run --select tag:pos`.",
     "columns": "Per-column documentation and tests.",
     "columns[].name": "The column's name in the model's output.",
@@ -941,7 +947,10 @@ SOURCE_KEYS: dict[str, str] = {
     "SourceConfig.description": "What the source holds, for people reading the file. Not shown by the CLI yet.",
     "SourceConfig.owner": "Who to ask about the source. Not shown by the CLI yet.",
     "SourceConfig.tags": "Labels to select the source by: `rat run --select tag:pos`.",
-    "SourceConfig.schedule": "A cron expression. Reserved: nothing schedules runs until `rat serve` ships.",
+    "SourceConfig.schedule": (
+        "A cron expression (UTC): `rat serve` runs the source then. A `files` source needs none: `rat serve` "
+        "ingests new files as they land (every 30 s; `rat serve --sensor-interval`)."
+    ),
     "SourceConfig.on_error": (
         "For `files`: `quarantine` sets rows that cannot be read aside in `quarantine.bronze_<name>`, with the "
         "file, line, raw text and reason, and loads the rest; `fail` fails the source at the first bad row, and "

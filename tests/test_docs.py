@@ -498,6 +498,44 @@ def _table_location(root: Path, env: dict[str, str]) -> str:
             workspace.close()
 
 
+# The API guide's server: the demo project (smaller, so quicker) and `rat serve` started the way
+# the page says, in the background, on the port of RAT_SERVER__PORT; stopped when the page ends.
+API_SETUP = """\
+rat demo shop{rows} > /dev/null && cd shop
+rat serve --no-scheduler > ../serve.log 2>&1 &
+SERVER=$!
+trap 'kill $SERVER; wait $SERVER || true; tail -n 20 ../serve.log >&2' EXIT
+curl -s --retry 60 --retry-connrefused --retry-delay 1 -o /dev/null "$RAT/api/v1/health"
+"""
+
+
+@pytest.mark.slow
+def test_how_to_use_the_api_runs(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {"RAT_SERVER__PORT": str(port), "RAT": f"http://127.0.0.1:{port}"}
+    result = run_page(DOCS / "how-to" / "api.md", tmp_path, setup=API_SETUP.format(rows=" --rows 5000"), env=env)
+    out = result.stdout
+    assert '{"status":"ok","version":' in out
+    assert '"type":"AuthenticationError"' in out  # no token
+    assert '"row_count":3,"truncated":true}' in out  # JSON
+    assert '"store_id","revenue"\n"S0' in out  # CSV
+    assert "revenue: decimal128(38, 2)" in out  # Parquet keeps the type
+    assert '"type":"QueryRefusedError"' in out and "root:" not in out  # the sandbox
+    assert "default.gold.daily_sales_kpis\n" in out  # the table list
+    assert '"filters":{"store_id":["S001"],"payment_method":["cash","mobile"]}' in out  # a filtered preview
+    assert "gold.daily_sales_kpis (sql) <- silver.sales, silver.stores" in out  # the pipelines
+    assert '{"status":"success","trigger":"api","nodes":[' in out  # the triggered run finished
+    assert "an editor role is needed to run pipelines" in out  # a viewer cannot trigger
+    assert "was revoked; ask an admin for a new one" in out  # the revoked token
+    assert "did you mean `gold.daily_sales_kpis`?" in out
+    assert "/api/v1/tables/{workspace}/{layer}/{name}\n" in out  # the OpenAPI document
+    assert 'rat_runs_started_total{workspace="default"} 1.0' in out
+
+
 @pytest.mark.slow
 def test_readme_tour_runs(tmp_path: Path) -> None:
     # `make demo` runs `rat demo demo`; a smaller demo keeps the test quick.

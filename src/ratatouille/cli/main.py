@@ -286,10 +286,10 @@ def run(ctx: click.Context, select: tuple[str, ...], full_refresh: bool, variabl
 
     g = _globals(ctx)
     workspace = g.open()
-    progress = render.RunProgress(enabled=not g.json)
-    result = workspace.run(
-        list(select), full_refresh=full_refresh, variables=_vars(variables), progress=progress, trigger="cli"
-    )
+    with render.RunProgress(enabled=not g.json) as progress:
+        result = workspace.run(
+            list(select), full_refresh=full_refresh, variables=_vars(variables), progress=progress, trigger="cli"
+        )
     render.run_summary(result, as_json=g.json)
     if not result.ok:
         sys.exit(1)
@@ -304,8 +304,8 @@ def ingest(ctx: click.Context, sources: tuple[str, ...]) -> None:
     from ratatouille.cli import render
 
     g = _globals(ctx)
-    progress = render.RunProgress(enabled=not g.json)
-    result = g.open().run(list(sources), sources_only=True, progress=progress, trigger="cli")
+    with render.RunProgress(enabled=not g.json) as progress:
+        result = g.open().run(list(sources), sources_only=True, progress=progress, trigger="cli")
     render.run_summary(result, as_json=g.json)
     if not result.ok:
         sys.exit(1)
@@ -539,13 +539,34 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
     default=None,
     help="Also serve Dagster's own web UI on 127.0.0.1:PORT (it has no authentication).",
 )
+@click.option(
+    "--sensor-interval",
+    type=click.IntRange(5, 86400),
+    default=None,
+    metavar="SECONDS",
+    help="How often the landing zones are checked for new files (default: 30).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str | None, port: int | None, no_scheduler: bool, dagster_ui: int | None) -> None:
+def serve(
+    ctx: click.Context,
+    host: str | None,
+    port: int | None,
+    no_scheduler: bool,
+    dagster_ui: int | None,
+    sensor_interval: int | None,
+) -> None:
     """Run the platform: the REST API (/api/v1, docs at /api/v1/docs) and the scheduler, until
-    Ctrl-C or SIGTERM stops every part."""
+    Ctrl-C or SIGTERM stops every part. One per project: a second one exits with an error."""
     from ratatouille.api.server import serve as serve_api
 
-    serve_api(_globals(ctx).project, host, port, scheduler=not no_scheduler, dagster_ui_port=dagster_ui)
+    serve_api(
+        _globals(ctx).project,
+        host,
+        port,
+        scheduler=not no_scheduler,
+        dagster_ui_port=dagster_ui,
+        sensor_interval_s=sensor_interval,
+    )
 
 
 @cli.group()

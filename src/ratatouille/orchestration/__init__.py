@@ -10,5 +10,7 @@ The only package that imports Dagster, and only in the modules that need it:
   freshness sensor;
 - ``definitions``: ``build_definitions(project_root)`` puts them together;
 - ``location``: the module Dagster loads (``defs``, for ``$RAT_PROJECT``);
-- ``daemon``: start and stop ``dagster-daemon`` (and the webserver) for a project (no Dagster import).
+- ``daemon``: start and stop Dagster's code server, daemon and web UI for a project (no Dagster import);
+- ``scheduler``: ``Scheduler``, those processes as ``rat serve`` runs them: one shared code server,
+  restarts, a reload when the project's files change (no Dagster import).
 """

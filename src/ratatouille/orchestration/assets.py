@@ -155,7 +155,7 @@ def execute(
                 context.log.warning(f"could not link Ratatouille run {run_id} to this Dagster run: {exc}")
 
         def progress(event: str, node: NodeResult) -> None:
-            if event != "started":
+            if event not in ("started", "progress"):
                 context.log.info(f"{node.key}: {node.status}" + (f" ({node.error})" if node.error else ""))
 
         try:

@@ -1,16 +1,29 @@
-"""Start and stop Dagster's daemon (schedules, sensors, the run queue) and its web UI for a project.
+"""Start and stop Dagster's processes for a project: code server, daemon, web UI.
 
-No Dagster import here: the processes are ``python -m dagster._daemon run`` and
-``python -m dagster_webserver``, loading the project's code location from
-``ratatouille.orchestration.location`` (``$RAT_PROJECT`` says which project), with
-``$DAGSTER_HOME`` holding Dagster's own instance (run history, schedule ticks, sensor cursors).
+No Dagster import here: the processes are ``python -m dagster code-server start`` (the project's
+code location, ``ratatouille.orchestration.location``, with ``$RAT_PROJECT`` saying which
+project), ``python -m dagster._daemon run`` (schedules, sensors, the run queue) and
+``python -m dagster_webserver``, with ``$DAGSTER_HOME`` holding Dagster's own instance (run
+history, schedule ticks, sensor cursors). ``scheduler.Scheduler`` runs them together for
+``rat serve``.
+
+Given a code server's socket, the daemon and the web UI load the code location from it
+(``grpc_server`` in ``workspace.yaml``). Without one, the daemon starts a code server of its own,
+and replaces it with a fresh one every minute (Dagster's daemon reloads its workspace that often),
+so the code location is imported and built again each minute and, for the ~40 s the old server
+takes to notice it is no longer used, held in memory twice; the web UI would start yet another.
 
 Each process starts in its own session, so ``stop`` can end it with everything it spawned (code
-servers, run workers) by signalling the process group. SIGINT is reset to its default before
-Dagster starts: a process started in the background inherits an *ignored* SIGINT, and Dagster,
-like any Python program, then never turns Ctrl-C or its own SIGTERM handling into a shutdown.
-The reset happens in a two-line ``python -c`` trampoline that ``exec``s Dagster, rather than in
-``preexec_fn``, which is not safe when the parent has threads (``rat serve`` runs uvicorn).
+servers, run workers) by signalling the process group. Two things happen in a ``python -c``
+trampoline that then ``exec``s Dagster (rather than in ``preexec_fn``, which is not safe when the
+parent has threads, as ``rat serve`` has):
+
+- SIGINT is reset to its default: a process started in the background inherits an *ignored*
+  SIGINT, and Dagster, like any Python program, then never turns Ctrl-C or its own SIGTERM
+  handling into a shutdown;
+- on Linux, the process asks for SIGTERM when the thread that started it ends
+  (``PR_SET_PDEATHSIG``), so a ``rat serve`` that is killed outright (SIGKILL, the OOM killer)
+  does not leave a scheduler running behind it.
 
 The instance's ``dagster.yaml`` is written once (and then left to the user): telemetry off (the
 platform is air-gapped) and at most one queued run per workspace at a time (tag
@@ -30,9 +43,21 @@ from pathlib import Path
 LOCATION_MODULE = "ratatouille.orchestration.location"
 LOG_DIR = "ratatouille-logs"  # not "logs": Dagster treats $DAGSTER_HOME/logs/ as its telemetry queue
 
-_TRAMPOLINE = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
-)
+CODE_SERVER_LOG = "code-server.log"
+SENSOR_INTERVAL_ENV = "RAT_SENSOR_INTERVAL_S"  # read by ``location``: how often landing zones are looked at
+
+# argv: parent pid, executable, arguments. PR_SET_PDEATHSIG is 1; if the parent is already gone
+# (it died between fork and prctl), the signal would never come, so give up at once.
+_TRAMPOLINE = """\
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+if sys.platform == "linux":
+    import ctypes
+    ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))
+    if os.getppid() != int(sys.argv[1]):
+        sys.exit("rat: the process that started this one has already exited")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 DAGSTER_YAML = """\
 # Written by Ratatouille the first time the scheduler started; edit freely, it is not rewritten.
@@ -57,25 +82,38 @@ def default_home(project_root: Path | str) -> Path:
     return Path(project_root).resolve() / ".rat" / "dagster"
 
 
-def prepare_home(project_root: Path | str, dagster_home: Path | str, *, max_runs: int = 4) -> Path:
+def location_name(project_root: Path | str) -> str:
+    """The code location's name in Dagster: the project directory's name."""
+    return Path(project_root).resolve().name or "ratatouille"
+
+
+def prepare_home(
+    project_root: Path | str, dagster_home: Path | str, *, max_runs: int = 4, socket: Path | str | None = None
+) -> Path:
     """Create ``dagster_home`` with a ``dagster.yaml`` (if missing) and a ``workspace.yaml`` that
-    loads this project's code location with this interpreter. Returns the workspace file."""
+    loads this project's code location: from the code server listening on ``socket``, or else
+    (no socket) from a code server each process starts itself, with this interpreter.
+    Returns the workspace file."""
     home = Path(dagster_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
     instance = home / "dagster.yaml"
     if not instance.exists():
         instance.write_text(DAGSTER_YAML.format(max_runs=max_runs), encoding="utf-8")
     root = Path(project_root).resolve()
+    name = _yaml_string(location_name(root))
+    if socket is not None:
+        entry = f"  - grpc_server:\n      socket: {_yaml_string(str(socket))}\n      location_name: {name}\n"
+    else:
+        entry = (
+            "  - python_module:\n"
+            f"      module_name: {LOCATION_MODULE}\n"
+            f"      location_name: {name}\n"
+            f"      working_directory: {_yaml_string(str(root))}\n"
+            f"      executable_path: {_yaml_string(sys.executable)}\n"
+        )
     workspace = home / "workspace.yaml"
     workspace.write_text(
-        "# Written by Ratatouille each time the scheduler starts.\n"
-        "load_from:\n"
-        "  - python_module:\n"
-        f"      module_name: {LOCATION_MODULE}\n"
-        f"      location_name: {_yaml_string(root.name or 'ratatouille')}\n"
-        f"      working_directory: {_yaml_string(str(root))}\n"
-        f"      executable_path: {_yaml_string(sys.executable)}\n",
-        encoding="utf-8",
+        f"# Written by Ratatouille each time the scheduler starts.\nload_from:\n{entry}", encoding="utf-8"
     )
     return workspace
 
@@ -84,7 +122,9 @@ def _yaml_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _environment(project_root: Path, home: Path, extra: Mapping[str, str] | None) -> dict[str, str]:
+def environment(project_root: Path, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of Dagster's processes for a project: this one, plus ``DAGSTER_HOME``,
+    ``RAT_PROJECT``, telemetry off, and ``extra``."""
     env = dict(os.environ)
     env.update({"DAGSTER_HOME": str(home), "RAT_PROJECT": str(project_root), "PYTHONUNBUFFERED": "1"})
     # Dagster uploads $DAGSTER_HOME/logs/ to telemetry.dagster.io from a thread of the daemon and
@@ -98,7 +138,7 @@ def _spawn(args: list[str], env: dict[str, str], log_file: Path, cwd: Path) -> s
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-c", _TRAMPOLINE, sys.executable, *args],
+            [sys.executable, "-c", _TRAMPOLINE, str(os.getpid()), sys.executable, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -108,22 +148,62 @@ def _spawn(args: list[str], env: dict[str, str], log_file: Path, cwd: Path) -> s
         )
 
 
-def start_daemon(
+def start_code_server(
     project_root: Path | str,
     dagster_home: Path | str,
+    socket: Path | str,
     *,
     env: Mapping[str, str] | None = None,
     log_level: str = "info",
 ) -> subprocess.Popen[bytes]:
-    """Start ``dagster-daemon run`` for the project: schedules, sensors and the run queue.
+    """Start the project's code server on the Unix socket ``socket``: ``dagster code-server start``,
+    which loads the code location in a child process it replaces on a reload (letting the old one
+    finish the runs it started) and launches the runs.
+
+    The socket appears once the code location is loaded (or failed to load, which the server then
+    reports to its clients). Its output goes to ``<dagster_home>/ratatouille-logs/code-server.log``.
+    End it with ``stop([process])``.
+    """
+    root = Path(project_root).resolve()
+    home = Path(dagster_home).resolve()
+    prepare_home(root, home, socket=socket)
+    args = [
+        "-m",
+        "dagster",
+        "code-server",
+        "start",
+        "-m",
+        LOCATION_MODULE,
+        "--socket",
+        str(socket),
+        "--location-name",
+        location_name(root),
+        "--use-python-environment-entry-point",  # runs start with this interpreter, not a `dagster` on PATH
+        "--log-level",
+        log_level,
+    ]
+    return _spawn(args, environment(root, home, env), home / LOG_DIR / CODE_SERVER_LOG, root)
+
+
+def start_daemon(
+    project_root: Path | str,
+    dagster_home: Path | str,
+    *,
+    socket: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    log_level: str = "info",
+) -> subprocess.Popen[bytes]:
+    """Start ``dagster-daemon run`` for the project: schedules, sensors and the run queue, with
+    the code location of the code server on ``socket`` (or, without one, of a code server the
+    daemon starts and replaces every minute).
 
     Its output goes to ``<dagster_home>/ratatouille-logs/daemon.log``. End it with ``stop([process])``.
     """
     root = Path(project_root).resolve()
     home = Path(dagster_home).resolve()
-    workspace = prepare_home(root, home)
+    workspace = prepare_home(root, home, socket=socket)
     args = ["-m", "dagster._daemon", "run", "-w", str(workspace), "--log-level", log_level]
-    return _spawn(args, _environment(root, home, env), home / LOG_DIR / "daemon.log", root)
+    return _spawn(args, environment(root, home, env), home / LOG_DIR / "daemon.log", root)
 
 
 def start_webserver(
@@ -133,41 +213,21 @@ def start_webserver(
     host: str = "127.0.0.1",
     port: int = 3000,
     path_prefix: str = "",
+    socket: Path | str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start Dagster's web UI for the project on ``host:port`` (loopback by default).
+    """Start Dagster's web UI for the project on ``host:port`` (loopback by default), with the
+    code location of the code server on ``socket`` (or of one it starts itself).
 
     Its output goes to ``<dagster_home>/ratatouille-logs/webserver.log``. End it with ``stop([process])``.
     """
     root = Path(project_root).resolve()
     home = Path(dagster_home).resolve()
-    workspace = prepare_home(root, home)
+    workspace = prepare_home(root, home, socket=socket)
     args = ["-m", "dagster_webserver", "-w", str(workspace), "-h", host, "-p", str(port)]
     if path_prefix:
         args += ["--path-prefix", path_prefix]
-    return _spawn(args, _environment(root, home, env), home / LOG_DIR / "webserver.log", root)
-
-
-def start(
-    project_root: Path | str,
-    dagster_home: Path | str | None = None,
-    *,
-    webserver_port: int | None = None,
-    host: str = "127.0.0.1",
-    path_prefix: str = "",
-) -> list[subprocess.Popen[bytes]]:
-    """The daemon, and the web UI when ``webserver_port`` is given: what ``rat serve`` starts."""
-    home = Path(dagster_home) if dagster_home is not None else default_home(project_root)
-    processes = [start_daemon(project_root, home)]
-    if webserver_port is not None:
-        try:
-            processes.append(
-                start_webserver(project_root, home, host=host, port=webserver_port, path_prefix=path_prefix)
-            )
-        except BaseException:
-            stop(processes)
-            raise
-    return processes
+    return _spawn(args, environment(root, home, env), home / LOG_DIR / "webserver.log", root)
 
 
 # -- stopping ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY_S = 30.0
+DEFAULT_SENSOR_INTERVAL_S = 30
 
 
 def retry_policy(retries: int = DEFAULT_RETRIES, delay_s: float = DEFAULT_RETRY_DELAY_S) -> dg.RetryPolicy:
@@ -38,7 +39,7 @@ def build_definitions(
     alerts: AlertsConfig | None = None,
     retries: int = DEFAULT_RETRIES,
     retry_delay_s: float = DEFAULT_RETRY_DELAY_S,
-    sensor_interval_s: int = 30,
+    sensor_interval_s: int = DEFAULT_SENSOR_INTERVAL_S,
     freshness_interval_s: int = 300,
     strict: bool = True,
 ) -> dg.Definitions:
@@ -49,7 +50,8 @@ def build_definitions(
         alerts: alert settings to use instead of the project's ``alerts:`` section.
         retries: how many times a failed run that may pass on a second try is retried.
         retry_delay_s: the first retry's delay; each next one doubles it.
-        sensor_interval_s: how often the landing zone is looked at.
+        sensor_interval_s: how often the landing zone is looked at (Dagster's daemon looks at
+            sensors every 5 s at most).
         freshness_interval_s: how often freshness SLAs are evaluated.
         strict: raise on an invalid workspace; else leave it out (logging why), so one broken
             workspace does not stop the schedules of the others (the code location does that).
@@ -74,7 +76,7 @@ def definitions_for(
     *,
     retry: dg.RetryPolicy,
     alerts: AlertsConfig | None = None,
-    sensor_interval_s: int = 30,
+    sensor_interval_s: int = DEFAULT_SENSOR_INTERVAL_S,
     freshness_interval_s: int = 300,
     strict: bool = True,
 ) -> dg.Definitions:
