@@ -7,6 +7,7 @@ listing tables, so opening a query session does not load every table's metadata.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ def final_name(name: str) -> str:
     return name.split("__", 2)[-1] if name.startswith(STAGE_PREFIX) else name
 
 
+log = logging.getLogger(__name__)
+
+
 class Lakehouse:
     """The project's catalog and warehouse."""
 
@@ -104,16 +108,18 @@ class Lakehouse:
         return catalog
 
     def warm_up(self) -> None:
-        """Open the catalog on a background thread: importing PyIceberg takes about a second,
-        which a run spends better while DuckDB reads its first files."""
-        if "_catalog" in self.__dict__:
+        """Open the catalog on a background thread (once): importing PyIceberg takes one to two
+        seconds, which a run spends better while DuckDB reads its first files."""
+        # No lock here: the catalog's is held while it opens, and this must never wait for it.
+        if "_catalog" in self.__dict__ or self.__dict__.get("_warming"):
             return
+        self.__dict__["_warming"] = True
 
         def open_quietly() -> None:
             try:
                 self.catalog  # noqa: B018 - opened for its side effect
-            except CatalogError:
-                pass  # whoever needs the catalog next reports the error
+            except Exception:  # whoever needs the catalog next reports the error
+                log.debug("warming up the catalog failed", exc_info=True)
 
         threading.Thread(target=open_quietly, name="rat-catalog", daemon=True).start()
 
@@ -140,6 +146,7 @@ class Lakehouse:
         """Release catalog connections (the SQL catalog keeps a connection pool)."""
         with self._catalog_lock:
             catalog = self.__dict__.pop("_catalog", None)
+            self.__dict__.pop("_warming", None)
         self._namespaces.clear()
         engine = getattr(catalog, "engine", None)
         if engine is not None:
