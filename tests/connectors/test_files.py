@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -35,15 +36,12 @@ TINY = Profile(name="tiny", memory_limit="1GB", threads=2, max_parallel_pipeline
 class Read:
     """One file's output: its rows (as a table) and its quarantine records.
 
-    An output with ``sql`` (``sql_outputs``) is read as the ingestion does: the query first, on
-    the connector's connection, then the remaining batches."""
+    With ``sql_outputs`` the ingestion runs the outputs' queries (one may read several files)
+    and then exhausts every output's batches; ``queried`` is this file's share of those rows."""
 
-    def __init__(self, output: Output, con: duckdb.DuckDBPyConnection | None = None) -> None:
+    def __init__(self, output: Output, queried: pa.Table | None = None) -> None:
         self.output = output
-        tables = []
-        if output.sql is not None:
-            assert con is not None
-            tables.append(con.sql(output.sql).arrow().read_all())
+        tables = [queried] if queried is not None else []
         batches = list(output.batches)  # quarantine is complete only after this
         tables += [pa.Table.from_batches([b]) for b in batches]
         self.table = pa.concat_tables(tables, promote_options="permissive") if tables else None
@@ -90,7 +88,20 @@ def connector(landing: Path | Landing, path: str, **keys: Any) -> FilesConnector
 def read(conn: FilesConnector, files: list[str] | None = None, batch_rows: int = 100_000) -> list[Read]:
     state: dict[str, Any] = {} if files is None else {"files": files}
     try:
-        return [Read(out, conn.con) for out in conn.read(ReadContext(state=state, log=LOG, batch_rows=batch_rows))]
+        outputs = list(conn.read(ReadContext(state=state, log=LOG, batch_rows=batch_rows)))
+        if not SQL_MODE["on"]:
+            return [Read(out) for out in outputs]
+        assert conn.con is not None
+        results = [conn.con.sql(out.sql).arrow().read_all() for out in outputs if out.sql is not None]
+        queried = pa.concat_tables(results, promote_options="permissive") if results else None
+        paths = [conn._landing().resolve(f) for f in files] if files is not None else conn.files()
+        reads = []
+        queries = " ".join(out.sql for out in outputs if out.sql is not None)
+        for out, path in zip(outputs, paths, strict=True):
+            read_by_sql = queried is not None and "'" + path.replace("'", "''") + "'" in queries
+            mine = queried.filter(pc.field("_source_file") == path) if read_by_sql and queried is not None else None
+            reads.append(Read(out, mine))
+        return reads
     finally:
         conn.close()
         if SQL_MODE["on"] and conn.con is not None:
@@ -642,3 +653,15 @@ def test_fully_typed_files_are_not_sniffed_and_keep_their_header(
     assert r.schema is not None and r.schema.names[:3] == ["id", "the, name", "amount"]
     assert r.rows[0]["the, name"] == "a, b" and r.column("amount") == [1.5, 2.5]
     assert [(q["_line"], q["_raw"]) for q in r.quarantine] == [(3, "x,c,2")]
+
+
+@pytest.mark.usefixtures("csv_mode")
+def test_files_read_together_keep_their_own_rows_rejects_and_lines(tmp_path: Path) -> None:
+    write(tmp_path / "m" / "a.csv", 'id,name\n1,a\nx,b\n3,"broken\n4,d\n5,e\n')
+    write(tmp_path / "m" / "b.csv", "id,name\n10,k\n11,l,extra\n12,m\n")
+    a, b = read(connector(tmp_path, "landing/m/*.csv", columns={"id": "bigint", "name": "varchar"}))
+    assert sorted(a.column("id")) == [1, 4, 5] and sorted(b.column("id")) == [10, 12]
+    assert set(a.column("_source_file")) == {str(tmp_path / "m" / "a.csv")}
+    assert [(q["_line"], q["_raw"]) for q in a.quarantine] == [(3, "x,b"), (4, '3,"broken')]
+    assert [(q["_line"], q["_raw"]) for q in b.quarantine] == [(3, "11,l,extra")]
+    assert {q["_source_file"] for q in b.quarantine} == {str(tmp_path / "m" / "b.csv")}

@@ -57,6 +57,7 @@ _MAX_RECOVERY_DEPTH = 50
 _BAD = "__rat_bad"
 _RAW = "__rat_raw"
 _ORD = "__rat_n"
+_FILE = "__rat_file"
 _TEMPORAL = re.compile(r"date|time|interval", re.IGNORECASE)
 _CSV_ERRORS = {
     "CAST": "bad value",
@@ -132,16 +133,7 @@ class FileSpec:
 
     def extras_sql(self) -> str:
         """``, 'v' AS "name", ...`` for the constant columns."""
-        parts = []
-        for name, value in self.extras:
-            if value is None:
-                expr = "CAST(NULL AS VARCHAR)"
-            elif isinstance(value, datetime):
-                expr = f"CAST({literal(value.isoformat())} AS TIMESTAMPTZ)"
-            else:
-                expr = literal(str(value))
-            parts.append(f", {expr} AS {quote_ident(name)}")
-        return "".join(parts)
+        return "".join(f", {_constant(value)} AS {quote_ident(name)}" for name, value in self.extras)
 
     def column_type(self, name: str) -> str | None:
         """The explicit type of a column (exact name first, then ignoring case)."""
@@ -509,6 +501,7 @@ class CsvFile(FileRead):
         self.rejects = f"__rat_rejects_{CsvFile._counter}"
         self.scans = f"__rat_scans_{CsvFile._counter}"
         self.sql: str | None = None
+        self.shared = False  # read by one scan with other files, its rejects in a shared table
         self._bound: list[str] = []
         self._reader: pa.RecordBatchReader | None = None
 
@@ -647,12 +640,9 @@ class CsvFile(FileRead):
                 self.columns, self.formats = self._typed_header() or self._sniff()
             except _EmptyFile:
                 return
-        columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in self.columns) + "}"
         self.sql = (
-            f"SELECT *{self.spec.extras_sql()} FROM read_csv({literal(self.read_path)}, auto_detect = false, "
-            f"{self._dialect_sql()}{self._format_sql()}, columns = {columns}, null_padding = false, "
-            f"strict_mode = true, store_rejects = true, rejects_table = {literal(self.rejects)}, "
-            f"rejects_scan = {literal(self.scans)})"
+            f"SELECT *{self.spec.extras_sql()} FROM read_csv({literal(self.read_path)}, {self.read_args()}, "
+            f"store_rejects = true, rejects_table = {literal(self.rejects)}, rejects_scan = {literal(self.scans)})"
         )
         try:
             if self.spec.defer:
@@ -664,6 +654,15 @@ class CsvFile(FileRead):
             raise UnreadableFile(_error_text(exc)) from exc
         self.schema = self._reader.schema
 
+    def read_args(self) -> str:
+        """``read_csv`` arguments after the path: the dialect and the columns, fixed (no sniffing)."""
+        assert self.columns is not None
+        columns = "{" + ", ".join(f"{literal(n)}: {literal(t)}" for n, t in self.columns) + "}"
+        return (
+            f"auto_detect = false, {self._dialect_sql()}{self._format_sql()}, columns = {columns}, "
+            "null_padding = false, strict_mode = true"
+        )
+
     def batches(self) -> Iterator[pa.RecordBatch]:
         if self.sql is None:  # an empty file
             return
@@ -674,16 +673,22 @@ class CsvFile(FileRead):
     def _collect_rejects(self) -> Iterator[pa.RecordBatch]:
         import duckdb
 
+        # DISTINCT: a query run twice (a retried write) records its rejects twice.
+        columns = "r.line, r.line_byte_position, r.error_type, r.csv_line, r.error_message"
+        if self.shared:  # one scan of several files (see ``combine``): this file's rejects only
+            query = (
+                f"SELECT DISTINCT {columns} FROM {self.rejects} AS r JOIN {self.scans} AS s USING (scan_id, file_id) "
+                f"WHERE s.file_path = {literal(self.read_path)}"
+            )
+        else:
+            query = f"SELECT DISTINCT {columns} FROM {self.rejects} AS r"
         try:
-            # DISTINCT: a query run twice (a retried write) records its rejects twice.
-            rows = self.cur.execute(
-                f"SELECT DISTINCT line, line_byte_position, error_type, csv_line, error_message FROM {self.rejects} "
-                "ORDER BY line_byte_position, line"
-            ).fetchall()
+            rows = self.cur.execute(f"{query} ORDER BY r.line_byte_position, r.line").fetchall()
         except duckdb.CatalogException:
             return  # the deferred query never ran: no rows, nothing rejected
-        self.cur.execute(f"DROP TABLE IF EXISTS {self.rejects}")
-        self.cur.execute(f"DROP TABLE IF EXISTS {self.scans}")
+        if not self.shared:  # shared tables go with the cursor
+            self.cur.execute(f"DROP TABLE IF EXISTS {self.rejects}")
+            self.cur.execute(f"DROP TABLE IF EXISTS {self.scans}")
         if not rows:
             return
         # One record per rejected row (DuckDB may report several errors for one row).
@@ -769,6 +774,54 @@ class CsvFile(FileRead):
             f"bad quoting: a quoted value opened on this line does not close properly ({swallowed}); "
             "the lines it ran over were read again on their own"
         )
+
+
+def combine(files: Sequence[CsvFile]) -> dict[int, str]:
+    """One ``read_csv`` for deferred CSV files read alike (the same columns, types and dialect).
+
+    DuckDB reads a list of files in parallel; a ``UNION ALL`` of one scan per file is read a
+    file at a time (measured: 10M rows in 120 files, 6.3 s against 11.4 s). Each file's
+    constant columns come from a join on the file name, and its rejects from the shared rejects
+    table, by file (``CsvFile.shared``).
+
+    Returns:
+        ``id(file) -> query`` for the first file of each group; the others of a group are read
+        by that query (their own ``sql`` must not run).
+    """
+    groups: dict[str, list[CsvFile]] = {}
+    for file in files:
+        if file.sql is not None:
+            constants = tuple(name for name, _ in file.spec.extras)
+            groups.setdefault(f"{file.read_args()}|{constants}", []).append(file)
+    queries: dict[int, str] = {}
+    for group in groups.values():
+        first = group[0]
+        if len(group) == 1:
+            queries[id(first)] = str(first.sql)
+            continue
+        extras = [name for name, _ in first.spec.extras]
+        rows = ", ".join(
+            "(" + ", ".join([literal(f.read_path), *(_constant(v) for _, v in f.spec.extras)]) + ")" for f in group
+        )
+        names = ", ".join([_FILE, *(quote_ident(n) for n in extras)])
+        paths = "[" + ", ".join(literal(f.read_path) for f in group) + "]"
+        for file in group:
+            file.rejects, file.scans, file.shared = first.rejects, first.scans, True
+        queries[id(first)] = (
+            f"SELECT r.* EXCLUDE ({_FILE}), x.* EXCLUDE ({_FILE}) FROM read_csv({paths}, {first.read_args()}, "
+            f"filename = {literal(_FILE)}, store_rejects = true, rejects_table = {literal(first.rejects)}, "
+            f"rejects_scan = {literal(first.scans)}) AS r JOIN (VALUES {rows}) AS x({names}) USING ({_FILE})"
+        )
+    return queries
+
+
+def _constant(value: Any) -> str:
+    """A constant column's value as SQL (as ``FileSpec.extras_sql`` writes it)."""
+    if value is None:
+        return "CAST(NULL AS VARCHAR)"
+    if isinstance(value, datetime):
+        return f"CAST({literal(value.isoformat())} AS TIMESTAMPTZ)"
+    return literal(str(value))
 
 
 def _byte_at(chunks: Iterator[bytes], offset: int) -> bytes:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ratatouille.connectors.base import Connector, Output, ReadContext
 from ratatouille.connectors.files.config import INGESTED_AT_COLUMN, SOURCE_FILE_COLUMN, FilesSourceConfig
-from ratatouille.connectors.files.formats import Bad, FileRead, FileSpec, UnreadableFile, reader_for
+from ratatouille.connectors.files.formats import Bad, CsvFile, FileRead, FileSpec, UnreadableFile, combine, reader_for
 from ratatouille.errors import ConnectorError
 
 if TYPE_CHECKING:
@@ -59,9 +59,11 @@ class FilesConnector(Connector):
         temp_directory: spill and scratch space (default: ``<system temp>/ratatouille-files``);
             CSV and NDJSON lines read a second time are written there briefly.
         sql_outputs: CSV/TSV outputs carry ``Output.sql``, a query over ``con`` itself (not a
-            cursor) that reads the whole file, instead of streaming it through Arrow; the caller
-            runs it on ``con`` (e.g. inside a ``COPY``), then exhausts ``batches``, which then
-            yields only rows read again after a runaway quote and completes the quarantine.
+            cursor) that reads the file, instead of streaming it through Arrow; files read alike
+            are read by one query, on the first of them (the others' ``sql`` is ``None``). The
+            caller runs the queries on ``con`` (e.g. inside a ``COPY``), then exhausts every
+            output's ``batches``, which then yield only rows read again after a runaway quote
+            and complete the quarantine.
     """
 
     config_class = FilesSourceConfig
@@ -182,8 +184,17 @@ class FilesConnector(Connector):
         ingested_at = datetime.now(UTC)
         con = self.connection(paths)
         columns = self.source.check_column_types(con)
-        for path in paths:
-            yield self._output(con, path, ctx, ingested_at, columns)
+        if not self._deferred:
+            for path in paths:
+                yield self._output(con, path, ctx, ingested_at, columns)[0]
+            return
+        # Bind every file first, then read the files that share a layout with one scan.
+        opened = [self._output(con, path, ctx, ingested_at, columns) for path in paths]
+        queries = combine([file for _, file in opened if isinstance(file, CsvFile)])
+        for output, file in opened:
+            if output.sql is not None:
+                output.sql = queries.get(id(file))  # the group's query, on its first file only
+            yield output
 
     def _spec(
         self,
@@ -255,7 +266,7 @@ class FilesConnector(Connector):
         ctx: ReadContext,
         ingested_at: datetime,
         columns: dict[str, str],
-    ) -> Output:
+    ) -> tuple[Output, FileRead | None]:
         import duckdb
 
         spec = self._spec(path, ctx, ingested_at, columns)
@@ -267,11 +278,12 @@ class FilesConnector(Connector):
                 raise ConnectorError(f"{path}: {reason}") from exc
             ctx.log.warning("%s: quarantined as a whole: %s", path, reason)
             record = _record(path, Bad(None, None, reason), ingested_at)
-            return Output(table="", batches=iter(()), schema=None, mode="append", quarantine=[record])
+            return Output(table="", batches=iter(()), schema=None, mode="append", quarantine=[record]), None
         quarantine: list[dict[str, Any]] = []
         batches = self._stream(cur, file, path, ingested_at, quarantine, ctx.log, close=cur is not con)
         sql = getattr(file, "sql", None) if spec.defer else None
-        return Output(table="", batches=batches, schema=file.schema, mode="append", quarantine=quarantine, sql=sql)
+        output = Output(table="", batches=batches, schema=file.schema, mode="append", quarantine=quarantine, sql=sql)
+        return output, file
 
     def _stream(
         self,
