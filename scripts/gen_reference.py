@@ -91,7 +91,7 @@ PROJECT_KEYS: dict[str, str] = {
     "catalog.name": "Catalog name; several projects can share one database under different names.",
     "catalog.properties": "Extra PyIceberg catalog properties (e.g. `token` or `credential` for a REST catalog).",
     "state.uri": (
-        "SQLAlchemy URL of the state store, which records pipeline runs: `sqlite:///...` (relative to the "
+        "URL of the state store, which records pipeline runs: `sqlite:///...` (relative to the "
         "project) or `postgresql://...`; it may share the catalog's database."
     ),
     "server.host": (
