@@ -85,6 +85,9 @@ def test_query_as_of(project: Path) -> None:
     assert code == 0 and out.splitlines()[1] == "12"
     code, _, err = rat(project, "query", "SELECT 1", "--as-of", "yesterday")
     assert code == 1 and "--as-of" in err
+    code, _, err = rat(project, "query", "SELECT count(*) FROM bronze.stores", "--as-of", "2020-01-01")
+    assert code == 1
+    assert err.startswith("Error: `bronze.stores` did not exist yet at 2020-01-01 00:00:00 UTC (its history starts at ")
 
 
 def test_missing_table_names_the_existing_ones(project: Path) -> None:

@@ -93,6 +93,8 @@ class TableViews:
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ref.workspace)}.{quote(ref.layer)}")
             self._schemas.add((ref.workspace, ref.layer))
         options = as_of.scan_options() if as_of else ""
+        if as_of is not None and as_of.timestamp is not None:
+            self._check_existed(ref, as_of.timestamp)
         source = f"iceberg_scan('{_sql_string(ref.metadata_location)}'{options})"
         key = (ref.workspace, ref.layer, view_name or ref.name)
         if self._views.get(key) == source:
@@ -100,6 +102,23 @@ class TableViews:
         target = ".".join(quote(p) for p in key)
         self.con.execute(f"CREATE OR REPLACE VIEW {target} AS SELECT * FROM {source}")
         self._views[key] = source
+
+    def _check_existed(self, ref: TableRef, moment: datetime) -> None:
+        """A time before a table's first snapshot reads nothing: say so, rather than give 0 rows.
+
+        Raises:
+            QueryError: the table has no snapshot at or before ``moment``.
+        """
+        row = self.con.execute(
+            f"SELECT min(timestamp_ms) FROM iceberg_snapshots('{_sql_string(str(ref.metadata_location))}')"
+        ).fetchone()
+        first = row[0] if row else None
+        if first is None or moment < first:
+            since = f"its history starts at {first:%Y-%m-%d %H:%M:%S} UTC" if first else "it has no snapshot yet"
+            raise QueryError(
+                f"`{ref.short}` did not exist yet at {moment:%Y-%m-%d %H:%M:%S} UTC ({since}); "
+                f"pick a later --as-of (`rat history {ref.short}` lists its snapshots)"
+            )
 
     def referenced_names(self, sql: str) -> frozenset[tuple[str, str, str]]:
         """The ``(workspace, layer, table)`` names ``sql`` reads, or ``ALL_TABLES`` when unknown.
