@@ -454,7 +454,9 @@ class Workspace:
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest runs of this workspace, newest first."""
-        self.state.mark_abandoned()
+        from ratatouille.runs.runner import settle_abandoned
+
+        settle_abandoned(self.state, self.project.lakehouse, self.name)
         return self.state.runs(self.name, limit)
 
     def run_record(self, run_id: str) -> dict[str, Any]:

@@ -121,6 +121,22 @@ def test_kill_9_during_publish_leaves_last_published_state(
 
 
 @pytest.mark.slow
+def test_a_run_killed_after_its_publish_is_recorded_as_a_success(
+    pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(pipeline_root)
+    assert ws.run().ok
+    ws.close()
+    env = {**os.environ, "RATATOUILLE_FAULT": "publish:after_commit"}
+    proc = subprocess.run([sys.executable, "-c", CRASH_RUN, str(pipeline_root)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 150}  # it did publish
+    killed = ws.runs()[0]
+    assert killed["status"] == "success", killed
+    assert "stopped after publishing" in killed["error"]
+
+
+@pytest.mark.slow
 def test_kill_9_during_a_model_leaves_last_published_state(
     local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]
 ) -> None:

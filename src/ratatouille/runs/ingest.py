@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ratatouille.runs.runner import NodeResult, RunContext, Runner
-    from ratatouille.storage.catalog import TableRef
 
 log = logging.getLogger("ratatouille.ingest")
 
@@ -209,27 +208,15 @@ def _settle_pending(runner: Runner, ctx: RunContext, node: Node) -> None:
     pending = ctx.state.source_state(ctx.workspace, name).get("pending")
     if not pending:
         return
+    from ratatouille.storage.publish import published_by
+
     run_id, files = str(pending["run_id"]), list(pending["files"])
     tables = [node.key, f"quarantine.bronze_{name}"]
-    if any(_published_by(runner, ctx.ref(key), run_id) for key in tables if key in runner.locations):
+    if any(published_by(runner.lakehouse, ctx.ref(key), run_id) for key in tables if key in runner.locations):
         ctx.state.record_files(ctx.workspace, node.key, files, run_id)
         message = f"{len(files)} file(s) read by run {run_id} were published but not registered; registered"
         ctx.state.log(ctx.run_id, "INFO", message, node.key)
     ctx.state.save_source_state(ctx.workspace, name, {})
-
-
-def _published_by(runner: Runner, ref: TableRef, run_id: str) -> bool:
-    """Whether a snapshot of run ``run_id`` is in the history of the table's ``main``."""
-    from pyiceberg.table.snapshots import ancestors_of
-
-    table = runner.lakehouse.catalog.load_table(ref.identifier)
-    current = table.current_snapshot()
-    if current is None:
-        return False
-    return any(
-        (s.summary.additional_properties if s.summary else {}).get("rat.run_id") == run_id
-        for s in ancestors_of(current, table.metadata)
-    )
 
 
 __all__ = ["run_source"]

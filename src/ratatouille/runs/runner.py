@@ -232,7 +232,7 @@ class Runner:
             RatatouilleError: the run could not start (state store or catalog unreachable).
         """
         started = time.perf_counter()
-        self.state.mark_abandoned()
+        settle_abandoned(self.state, self.lakehouse, self.workspace)
         run_id = self.state.start_run(self.workspace, self.trigger, selectors or "*")
         branch = "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
         ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
@@ -720,6 +720,36 @@ class Runner:
                     table.manage_snapshots().remove_branch(ctx.branch).commit()
             except Exception:  # cleanup must not hide the run's own outcome
                 log.debug("could not clean up %s", key, exc_info=True)
+
+
+def settle_abandoned(state: StateStore, lakehouse: Lakehouse, workspace: str) -> None:
+    """Close the runs whose process died: ``failed``, unless the run had already published (its
+    snapshots are in its tables' ``main`` history), then ``success`` with a note. Publishing is
+    all or nothing, so one table tells."""
+    for run_id in state.mark_abandoned():
+        record = state.run(run_id)
+        if record is None or record.get("workspace") != workspace:
+            continue
+        try:
+            published = _published(lakehouse, workspace, run_id, record["nodes"])
+        except Exception:  # the run stays failed; never stop the caller over this
+            log.debug("could not tell whether run %s published", run_id, exc_info=True)
+            continue
+        if published:
+            state.finish_run(run_id, "success", "the process stopped after publishing; its tables were published")
+
+
+def _published(lakehouse: Lakehouse, workspace: str, run_id: str, nodes: list[dict[str, Any]]) -> bool:
+    from ratatouille.storage.publish import published_by
+
+    known = {r.short for r in lakehouse.list_tables(workspace)}
+    for node in nodes:
+        if node.get("snapshot_id") is None or node["node"] not in known:
+            continue
+        verdict = published_by(lakehouse, TableRef(workspace, *node["node"].split(".", 1)), run_id)
+        if verdict is not None:
+            return verdict
+    return False
 
 
 def _now() -> Any:

@@ -426,12 +426,12 @@ class StateStore:
         )
         return run_id, rows
 
-    def mark_abandoned(self) -> int:
-        """Runs still 'running' whose process is gone become 'failed' (killed). Returns how many."""
+    def mark_abandoned(self) -> list[str]:
+        """Runs still 'running' whose process is gone become 'failed' (killed). Returns their ids."""
         import os
 
         db = self.db
-        fixed = 0
+        fixed: list[str] = []
         with db.transaction() as cur:
             db.execute(cur, "SELECT id, pid FROM rat_runs WHERE status = 'running'")
             for run_id, pid in cur.fetchall():
@@ -448,7 +448,7 @@ class StateStore:
                         "UPDATE rat_runs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
                         (now(), "the process stopped before the run finished", run_id),
                     )
-                    fixed += 1
+                    fixed.append(str(run_id))
         return fixed
 
     # -- ingestion bookkeeping ------------------------------------------------------------

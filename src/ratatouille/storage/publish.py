@@ -105,6 +105,24 @@ def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
     return result
 
 
+def published_by(lakehouse: Lakehouse, ref: TableRef, run_id: str) -> bool | None:
+    """Whether run ``run_id`` published ``ref``: ``None`` when the table has no snapshot of that
+    run (it wrote nothing there), else whether one of them is in the history of ``main``.
+    Publishing is all or nothing, so one table a run wrote tells for the whole run."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    table = lakehouse.catalog.load_table(ref.identifier)
+
+    def of_run(snapshot: Any) -> bool:
+        summary = snapshot.summary.additional_properties if snapshot.summary else {}
+        return bool(summary.get("rat.run_id") == run_id)
+
+    if not any(of_run(s) for s in table.metadata.snapshots):
+        return None
+    current = table.current_snapshot()
+    return current is not None and any(of_run(s) for s in ancestors_of(current, table.metadata))
+
+
 def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[Any, str, Any, Any]:
     """Prepare and write the new metadata of one table (not yet referenced by the catalog)."""
     from pyiceberg.table.update.snapshot import ManageSnapshots
