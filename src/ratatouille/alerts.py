@@ -31,8 +31,6 @@ import json
 import logging
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -265,6 +263,9 @@ Post = Callable[[str, bytes, Mapping[str, str], float], int]
 
 def _post(url: str, data: bytes, headers: Mapping[str, str], timeout: float) -> int:
     """POST and return the status; HTTP errors are statuses, network problems raise ``OSError``."""
+    import urllib.error  # here, not at import: a run that alerts nobody never loads urllib
+    import urllib.request
+
     request = urllib.request.Request(url, data=data, headers=dict(headers), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - configured webhook

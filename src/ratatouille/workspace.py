@@ -612,15 +612,13 @@ class Workspace:
         Sends nothing inside ``holding_alerts()`` or for a run already notified by this object.
         Never raises: an unreachable webhook or a broken ``alerts:`` section is logged, not fatal.
         """
-        notified: set[str] = self.__dict__.setdefault("_notified_runs", set())
-        if self.__dict__.get("_alerts_held", 0) or result.run_id in notified:
-            return []
-        if result.ok and not any(t.status in ("fail", "warn") for n in result.nodes for t in n.tests):
-            return []  # nothing to say (what alerts_for decides), without importing the alerts module
         import logging
 
         from ratatouille.alerts import alerts_for, load_alerts, send
 
+        notified: set[str] = self.__dict__.setdefault("_notified_runs", set())
+        if self.__dict__.get("_alerts_held", 0) or result.run_id in notified:
+            return []
         notified.add(result.run_id)
         try:
             alerts = alerts_for(result, workspace=self.name, trigger=trigger)

@@ -102,23 +102,16 @@ class Compiler:
                 return candidate
             if candidate.startswith("bronze.") and source_of(candidate, self.sources) is not None:
                 return candidate
-        for candidate in candidates:
-            if candidate in self.disabled:
-                where = self.disabled[candidate]
-                raise CompileProblem(
-                    Problem(
-                        str(model.path),
-                        _line_of(model.sql or "", name),
-                        "",
-                        f"refs `{name}`, which is disabled (`enabled: false` in {where}); enable it or drop the ref",
-                    )
-                )
-        known = sorted(self.models) + [f"bronze.{s}" for s in sorted(self.sources)]
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"; did you mean `{close[0]}`?" if close else f"; models: {', '.join(known) or 'none'}"
-        raise CompileProblem(
-            Problem(str(model.path), _line_of(model.sql or "", name), "", f"refs `{name}`, which does not exist{hint}")
-        )
+        disabled = next((self.disabled[c] for c in candidates if c in self.disabled), None)
+        if disabled is not None:
+            why = f"which is disabled (`enabled: false` in {disabled}); enable it or drop the ref"
+        else:
+            known = sorted(self.models) + [f"bronze.{s}" for s in sorted(self.sources)]
+            close = difflib.get_close_matches(name, known, n=1)
+            why = "which does not exist" + (
+                f"; did you mean `{close[0]}`?" if close else f"; models: {', '.join(known) or 'none'}"
+            )
+        raise CompileProblem(Problem(str(model.path), _line_of(model.sql or "", name), "", f"refs `{name}`, {why}"))
 
     def compile(self, model: Model, ctx: CompileContext) -> Compiled:
         """Render a SQL model.

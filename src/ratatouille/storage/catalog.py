@@ -77,6 +77,8 @@ class Lakehouse:
         self.is_s3 = self.warehouse.startswith(("s3://", "s3a://"))
         self._lock = threading.Lock()
         self._catalog_lock = threading.Lock()
+        self._catalog: Catalog | None = None
+        self._warming = False
         self._namespaces: set[tuple[str, str]] = set()
 
     def io_properties(self) -> dict[str, str]:
@@ -99,21 +101,19 @@ class Lakehouse:
         Raises:
             CatalogError: the catalog cannot be reached or initialised.
         """
-        catalog = self.__dict__.get("_catalog")
-        if catalog is None:
+        if self._catalog is None:
             with self._catalog_lock:
-                catalog = self.__dict__.get("_catalog")
-                if catalog is None:
-                    catalog = self.__dict__["_catalog"] = self._open_catalog()
-        return catalog
+                if self._catalog is None:
+                    self._catalog = self._open_catalog()
+        return self._catalog
 
     def warm_up(self) -> None:
         """Open the catalog on a background thread (once): importing PyIceberg takes one to two
         seconds, which a run spends better while DuckDB reads its first files."""
         # No lock here: the catalog's is held while it opens, and this must never wait for it.
-        if "_catalog" in self.__dict__ or self.__dict__.get("_warming"):
+        if self._catalog is not None or self._warming:
             return
-        self.__dict__["_warming"] = True
+        self._warming = True
 
         def open_quietly() -> None:
             try:
@@ -145,8 +145,7 @@ class Lakehouse:
     def close(self) -> None:
         """Release catalog connections (the SQL catalog keeps a connection pool)."""
         with self._catalog_lock:
-            catalog = self.__dict__.pop("_catalog", None)
-            self.__dict__.pop("_warming", None)
+            catalog, self._catalog, self._warming = self._catalog, None, False
         self._namespaces.clear()
         engine = getattr(catalog, "engine", None)
         if engine is not None:

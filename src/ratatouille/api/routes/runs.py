@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request  # noqa: TID251 - the API package is where FastAPI lives
@@ -33,8 +32,8 @@ def list_runs(
     rows: list[dict[str, Any]] = []
     for name in names:
         rows += ctx.workspace(name).runs(limit)
-    rows.sort(key=lambda r: (_ts(r["started_at"]), r["id"]), reverse=True)
-    return RunsResponse(runs=[RunSummary.model_validate(_utc(r)) for r in rows[:limit]])
+    rows.sort(key=lambda r: (r["started_at"], r["id"]), reverse=True)  # aware UTC times (StateStore)
+    return RunsResponse(runs=[RunSummary.model_validate(r) for r in rows[:limit]])
 
 
 @router.get(
@@ -48,18 +47,4 @@ def run_detail(request: Request, caller: Caller, run_id: str) -> RunDetail:
     if record is None or record["id"] != run_id:
         raise NotFoundError(f"no run `{run_id}`; GET /api/v1/runs lists them")
     caller.require(Role.VIEWER, str(record["workspace"]))
-    record = _utc(record)
-    record["nodes"] = [_utc(n) for n in record["nodes"]]
-    record["logs"] = [_utc(line) for line in record["logs"]]
     return RunDetail.model_validate(record)
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    return 0.0
-
-
-def _utc(row: dict[str, Any]) -> dict[str, Any]:
-    """SQLite gives back naive datetimes; every stored time is UTC."""
-    return {k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()}
