@@ -44,6 +44,7 @@ LOCATION_MODULE = "ratatouille.orchestration.location"
 LOG_DIR = "ratatouille-logs"  # not "logs": Dagster treats $DAGSTER_HOME/logs/ as its telemetry queue
 
 CODE_SERVER_LOG = "code-server.log"
+LOCATION_HEARTBEAT_TTL_S = 5
 SENSOR_INTERVAL_ENV = "RAT_SENSOR_INTERVAL_S"  # read by ``location``: how often landing zones are looked at
 
 # argv: parent pid, executable, arguments. PR_SET_PDEATHSIG is 1; if the parent is already gone
@@ -179,6 +180,11 @@ def start_code_server(
         "--location-name",
         location_name(root),
         "--use-python-environment-entry-point",  # runs start with this interpreter, not a `dagster` on PATH
+        # The process that loads the code location gets a heartbeat from this server every
+        # second and stops without one for this long. Dagster's default, 30 s, kept it alive
+        # that long after a killed `rat serve` (which the code server itself follows at once).
+        "--heartbeat-ttl",
+        str(LOCATION_HEARTBEAT_TTL_S),
         "--log-level",
         log_level,
     ]
