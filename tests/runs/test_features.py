@@ -307,3 +307,54 @@ def test_a_run_that_fails_before_its_nodes_start_is_recorded_as_failed(
         ws.run()
     (latest,) = ws.runs(1)
     assert latest["status"] == "failed" and "the catalog is down" in latest["error"]
+
+
+INCOMPATIBLE_ORDERS = """
+    -- @materialized: incremental
+    -- @unique_key: order_key
+    SELECT order_key, id, customer, 'n/a' AS amount, ts FROM {{ ref('bronze.orders') }}
+    {% if is_incremental() %} WHERE ts > {{ watermark('ts') }} {% endif %}
+"""
+
+
+def test_full_refresh_replaces_a_column_whose_type_changed(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    before = ws.query("SELECT * FROM silver.orders LIMIT 0").column_names
+    write_files(
+        local_pipeline_root,
+        {
+            "pipelines/silver/orders.sql": INCOMPATIBLE_ORDERS,
+            "pipelines/silver/orders.yaml": "columns:\n  - name: order_key\n    tests: [not_null, unique]\n",
+            "pipelines/gold/by_customer.sql": "SELECT customer, count(*) AS orders FROM {{ ref('silver.orders') }} GROUP BY customer",
+        },
+    )
+    result = ws.run(["silver.orders"], full_refresh=True)
+    assert result.ok, [(n.key, n.error) for n in result.nodes]
+    assert ws.query("SELECT * FROM silver.orders LIMIT 0").column_names == before  # same position
+    assert ws.query("SELECT DISTINCT amount FROM silver.orders").to_pylist() == [{"amount": "n/a"}]
+    assert ws.query("SELECT typeof(amount) AS t FROM silver.orders LIMIT 1").to_pylist() == [{"t": "VARCHAR"}]
+
+
+def test_failed_full_refresh_with_a_type_change_leaves_readers_unchanged(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    ws = open_ws(local_pipeline_root)
+    assert ws.run().ok
+    before = ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist()
+    failing = INCOMPATIBLE_ORDERS.replace("'n/a' AS amount", "'n/a' AS amount, NULL::INT AS must_be_set")
+    write_files(
+        local_pipeline_root,
+        {
+            "pipelines/silver/orders.sql": failing,
+            "pipelines/silver/orders.yaml": "columns:\n  - name: must_be_set\n    tests: [not_null]\n",
+        },
+    )
+    result = ws.run(["silver.orders"], full_refresh=True)
+    assert not result.ok
+    assert ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist() == before
+    ws.close()
+    ws = open_ws(local_pipeline_root)
+    assert ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist() == before

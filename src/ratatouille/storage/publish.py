@@ -129,6 +129,12 @@ def _stage(table: Table, branch: str, snapshot_id: int) -> tuple[Any, str, Any, 
 
     tx = table.transaction()
     ManageSnapshots(tx).set_current_snapshot(snapshot_id=snapshot_id).remove_branch(branch).commit()
+    schema_id = table.metadata.snapshot_by_id(snapshot_id).schema_id  # type: ignore[union-attr]
+    if schema_id is not None and schema_id != table.metadata.current_schema_id:
+        # The run changed the schema on its branch only (storage.writer): it becomes current now.
+        from pyiceberg.table.update import SetCurrentSchemaUpdate
+
+        tx._stage((SetCurrentSchemaUpdate(schema_id=schema_id),))  # noqa: SLF001
     updates = tx._updates  # noqa: SLF001 - pinned PyIceberg 0.12: there is no public staging API
     requirements = tx._requirements  # noqa: SLF001
     catalog: Any = table.catalog

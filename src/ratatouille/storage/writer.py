@@ -184,7 +184,15 @@ class TableWriter:
         table = catalog.load_table(ref.identifier)
         try:
             tx = table.transaction()
-            diff = types.diff(table.schema(), incoming)
+            base = _branch_schema(table, tx, branch)
+            diff = types.diff(base, incoming)
+            full_overwrite = mode == "overwrite" and where is None
+            if diff.incompatible and full_overwrite and schema_drift != "fail":
+                # A full rebuild (`--full-refresh`, a `table` model) replaces every row, so a
+                # column whose type changed incompatibly is replaced too: a new field id, the
+                # same position. Old snapshots keep their schema for time travel.
+                changes = _replace_columns(tx, base, diff.incompatible)
+                diff = types.diff(tx.table_metadata.schema(), incoming)
             if diff.incompatible:
                 raise SchemaError(
                     f"the data does not fit `{ref.short}`: "
@@ -204,7 +212,7 @@ class TableWriter:
                         update.add_column(name, typ)
                     for name, _old, new in diff.widened:
                         update.update_column(name, field_type=new)
-                changes = diff.describe()
+                changes = [*changes, *diff.describe()]
             self._check_partitioning(ref, table, tx, wanted, mode, where)
             return self._finish(
                 ref,
@@ -306,6 +314,8 @@ class TableWriter:
                 producer.delete_data_file(data_file)
             for data_file in written.staged + written.rewritten:
                 producer.append_data_file(data_file)
+        if branch:
+            _keep_main_schema(table, tx)
         try:
             committed = tx.commit_transaction()
         except CommitFailedException as exc:
@@ -537,6 +547,55 @@ def current_partitioning(table: Table) -> list[partitioning.PartitionField]:
     return partitioning.from_spec(
         [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in table.spec().fields]
     )
+
+
+def _branch_schema(table: Table, tx: Transaction, branch: str | None) -> Schema:
+    """The schema a write builds on: a branch's own (an earlier write of the run may have
+    changed it on the branch only), else the table's current one."""
+    if branch:
+        head = table.snapshot_by_name(branch)
+        if head is not None and head.schema_id is not None and head.schema_id != table.metadata.current_schema_id:
+            from pyiceberg.table.update import SetCurrentSchemaUpdate
+
+            tx._stage((SetCurrentSchemaUpdate(schema_id=head.schema_id),))  # noqa: SLF001 - pinned PyIceberg 0.12
+    return tx.table_metadata.schema()
+
+
+def _keep_main_schema(table: Table, tx: Transaction) -> None:
+    """A schema change written to a branch stays on the branch: the new schema is added and the
+    branch's snapshot refers to it, but the table's current schema (what readers of ``main``
+    see) moves only when the branch is published (``storage.publish``). A run that fails its
+    tests therefore leaves no new or retyped column behind."""
+    from pyiceberg.table.update import AssertCurrentSchemaId, SetCurrentSchemaUpdate
+
+    current = table.metadata.current_schema_id
+    # Pinned PyIceberg 0.12: a transaction's updates and requirements are only reachable here.
+    tx._updates = tuple(u for u in tx._updates if not isinstance(u, SetCurrentSchemaUpdate))  # noqa: SLF001
+    tx._requirements = tuple(  # noqa: SLF001
+        AssertCurrentSchemaId(current_schema_id=current) if isinstance(r, AssertCurrentSchemaId) else r
+        for r in tx._requirements  # noqa: SLF001
+    )
+
+
+def _replace_columns(
+    tx: Transaction, schema: Schema, replaced: list[tuple[str, IcebergType, IcebergType]]
+) -> list[str]:
+    """Drop and re-add columns with new types, each kept at its position; returns what changed."""
+    names = {name for name, _old, _new in replaced}
+    # PyIceberg cannot move a column added in the same update, hence two updates.
+    with tx.update_schema() as update:
+        for name, _old, new in replaced:
+            update.delete_column(name)
+            update.add_column(name, new)
+    order = [f.name for f in schema.fields]
+    with tx.update_schema() as update:
+        for index, name in enumerate(order):
+            if name in names:
+                if index == 0:
+                    update.move_first(name)
+                else:
+                    update.move_after(name, order[index - 1])
+    return [f"column `{name}` replaced: {old} -> {new} (full rebuild)" for name, old, new in replaced]
 
 
 def _new_schema(incoming: list[tuple[str, IcebergType]]) -> Schema:
