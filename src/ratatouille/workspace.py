@@ -456,7 +456,7 @@ class Workspace:
         """The latest runs of this workspace, newest first."""
         from ratatouille.runs.runner import settle_abandoned
 
-        settle_abandoned(self.state, self.project.lakehouse, self.name)
+        settle_abandoned(self.state, self.project.lakehouse)
         return self.state.runs(self.name, limit)
 
     def run_record(self, run_id: str) -> dict[str, Any]:

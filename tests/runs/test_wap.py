@@ -158,3 +158,47 @@ def test_kill_9_during_a_model_leaves_last_published_state(
     result = ws.run(variables={"n": 120})
     assert result.ok, result
     assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 120}
+
+
+def leftovers(ws: Workspace) -> list[str]:
+    """Audit branches and hidden stage tables in the catalog: what only a run in progress has."""
+    from ratatouille.storage.catalog import STAGE_PREFIX
+
+    lakehouse = ws.project.lakehouse
+    found = []
+    for ref in lakehouse.list_tables(ws.name, stages=True):
+        if ref.name.startswith(STAGE_PREFIX):
+            found.append(ref.name)
+            continue
+        table = lakehouse.catalog.load_table(ref.identifier)
+        found += [f"{ref.short}@{name}" for name in table.metadata.refs if name != "main"]
+    return sorted(found)
+
+
+@pytest.mark.slow
+def test_what_a_killed_run_left_behind_is_removed_by_the_next_run(
+    pipeline_root: Path, open_ws: Callable[[Path], Workspace]
+) -> None:
+    from runs.conftest import write_files
+
+    ws = open_ws(pipeline_root)
+    assert ws.run().ok
+    # A new model: the killed run builds it under a hidden stage name.
+    write_files(pipeline_root, {"pipelines/gold/top.sql": "SELECT * FROM {{ ref('gold.by_customer') }} LIMIT 2"})
+    ws.close()
+    env = {**os.environ, "RATATOUILLE_FAULT": "run:before_publish"}
+    proc = subprocess.run([sys.executable, "-c", CRASH_RUN, str(pipeline_root)], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    ws = open_ws(pipeline_root)
+    left = leftovers(ws)
+    assert any(name.startswith("__rat_stage_") and name.endswith("__top") for name in left), left
+    assert any(name.startswith("silver.orders@audit_") for name in left), left
+    assert "gold.top" not in [t.short for t in ws.tables()]
+    killed = ws.runs()[0]  # the first command after the crash settles the dead run
+    assert killed["status"] == "failed"
+    assert leftovers(ws) == []
+    assert any("left unpublished" in line["message"] for line in ws.run_record(killed["id"])["logs"])
+    result = ws.run(variables={"n": 150})
+    assert result.ok, result
+    assert leftovers(ws) == []
+    assert value(ws, "SELECT count(*) AS n FROM gold.top") == {"n": 2}

@@ -174,7 +174,7 @@ class RunContext:
                 catalog.drop_table(ref.identifier)
             with self.lock:
                 if base is None:
-                    self.stages[key] = stage_name(ref.name, self.branch.removeprefix("audit_")[-8:])
+                    self.stages[key] = stage_name(ref.name, stage_token(self.run_id))
                 self.bases[key] = base
 
 
@@ -232,9 +232,9 @@ class Runner:
             RatatouilleError: the run could not start (state store or catalog unreachable).
         """
         started = time.perf_counter()
-        settle_abandoned(self.state, self.lakehouse, self.workspace)
+        settle_abandoned(self.state, self.lakehouse)
         run_id = self.state.start_run(self.workspace, self.trigger, selectors or "*")
-        branch = "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
+        branch = audit_branch(run_id)
         ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
         self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"
         self._views_ready = False
@@ -722,21 +722,61 @@ class Runner:
                 log.debug("could not clean up %s", key, exc_info=True)
 
 
-def settle_abandoned(state: StateStore, lakehouse: Lakehouse, workspace: str) -> None:
+def audit_branch(run_id: str) -> str:
+    """The audit branch a run writes existing tables to."""
+    return "audit_" + re.sub(r"[^a-z0-9]", "_", run_id.lower())
+
+
+def stage_token(run_id: str) -> str:
+    """The part of a run's id in the hidden names of the tables it creates."""
+    return audit_branch(run_id).removeprefix("audit_")[-8:]
+
+
+def settle_abandoned(state: StateStore, lakehouse: Lakehouse) -> None:
     """Close the runs whose process died: ``failed``, unless the run had already published (its
     snapshots are in its tables' ``main`` history), then ``success`` with a note. Publishing is
-    all or nothing, so one table tells."""
+    all or nothing, so one table tells. Then what the dead run left unpublished (its audit
+    branches, its hidden stage tables) is removed. Runs of every workspace are settled: the
+    first command after a crash may be in another workspace."""
     for run_id in state.mark_abandoned():
         record = state.run(run_id)
-        if record is None or record.get("workspace") != workspace:
+        if record is None:
             continue
+        run_workspace = str(record.get("workspace"))
         try:
-            published = _published(lakehouse, workspace, run_id, record["nodes"])
+            published = _published(lakehouse, run_workspace, run_id, record["nodes"])
         except Exception:  # the run stays failed; never stop the caller over this
             log.debug("could not tell whether run %s published", run_id, exc_info=True)
-            continue
+            published = False
         if published:
             state.finish_run(run_id, "success", "the process stopped after publishing; its tables were published")
+        try:
+            removed = remove_leftovers(lakehouse, run_workspace, run_id)
+        except Exception:  # leftovers stay invisible to readers and later runs
+            log.debug("could not remove what run %s left behind", run_id, exc_info=True)
+            continue
+        if removed:
+            state.log(run_id, "INFO", "removed what this run left unpublished: " + ", ".join(removed))
+
+
+def remove_leftovers(lakehouse: Lakehouse, workspace: str, run_id: str) -> list[str]:
+    """Remove a dead run's audit branches and purge its stage tables (never visible to readers,
+    never published). Returns what was removed."""
+    from ratatouille.storage.catalog import stage_name
+
+    branch, stage_prefix = audit_branch(run_id), stage_name("", stage_token(run_id))
+    catalog = lakehouse.catalog
+    removed = []
+    for ref in lakehouse.list_tables(workspace, stages=True):
+        if ref.name.startswith(stage_prefix):
+            catalog.purge_table(ref.identifier)
+            removed.append(f"stage table of {ref.layer}.{ref.name.removeprefix(stage_prefix)}")
+            continue
+        table = catalog.load_table(ref.identifier)
+        if table.snapshot_by_name(branch) is not None:
+            table.manage_snapshots().remove_branch(branch).commit()
+            removed.append(f"branch {branch} of {ref.short}")
+    return removed
 
 
 def _published(lakehouse: Lakehouse, workspace: str, run_id: str, nodes: list[dict[str, Any]]) -> bool:

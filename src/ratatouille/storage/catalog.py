@@ -168,8 +168,9 @@ class Lakehouse:
                     raise
             self._namespaces.add((workspace, layer))
 
-    def list_tables(self, workspace: str | None = None) -> list[TableRef]:
-        """Every table (of one workspace, or all), with its current metadata location.
+    def list_tables(self, workspace: str | None = None, *, stages: bool = False) -> list[TableRef]:
+        """Every table (of one workspace, or all), with its current metadata location; with
+        ``stages``, also the hidden tables runs build before they publish them.
 
         Raises:
             CatalogError: the catalog cannot be read.
@@ -178,7 +179,7 @@ class Lakehouse:
             refs = self._list_sql()
         else:
             refs = self._list_generic()
-        visible = (r for r in refs if not r.name.startswith(STAGE_PREFIX))
+        visible = (r for r in refs if stages or not r.name.startswith(STAGE_PREFIX))
         return sorted((r for r in visible if workspace is None or r.workspace == workspace), key=lambda r: r.qualified)
 
     def _list_sql(self) -> list[TableRef]:
