@@ -35,10 +35,15 @@ class Globals:
     debug: bool = False
 
     def open(self) -> Workspace:
-        """Open the workspace the options point at."""
+        """Open the workspace the options point at (``main`` closes it when the command ends)."""
         from ratatouille.workspace import Workspace
 
-        return Workspace.open(self.project, self.workspace)
+        workspace = Workspace.open(self.project, self.workspace)
+        _OPENED.append(workspace)
+        return workspace
+
+
+_OPENED: list[Workspace] = []
 
 
 def _globals(ctx: click.Context) -> Globals:
@@ -594,7 +599,27 @@ def alerts_test(ctx: click.Context) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="rat")
+    try:
+        cli(prog_name="rat")
+    finally:
+        _before_exit()
+
+
+def _before_exit() -> None:
+    """Close what the command opened, then spare the process its last garbage collection.
+
+    At exit Python collects the whole heap (PyIceberg's and pydantic's objects after a run):
+    0.2 s that frees nothing the operating system would not. Connections are closed first, so
+    DuckDB removes its temporary files and the databases see a clean goodbye.
+    """
+    import gc
+
+    while _OPENED:
+        try:
+            _OPENED.pop().close()
+        except Exception:  # the command's own outcome is already decided and shown
+            continue
+    gc.freeze()
 
 
 if __name__ == "__main__":
