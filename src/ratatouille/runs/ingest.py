@@ -58,6 +58,7 @@ def run_source(
             return result
     runner.lakehouse.warm_up()  # the write needs the catalog: open it while the files are read
     con = cursor()
+    runner.ensure_views()  # downstream nodes need them; DuckDB builds them while PyIceberg imports
     connector = connector_class(config.type)(config)  # after the check: no new file, no import
     from datetime import UTC, datetime
 

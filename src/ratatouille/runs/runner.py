@@ -347,7 +347,7 @@ class Runner:
                     return self._record(ctx, node, result, started)
                 con = cursor()
                 self.lakehouse.warm_up()
-                self._ensure_views()
+                self.ensure_views()
                 if model.kind == "python":
                     self._run_python(ctx, model, result, con)
                 else:
@@ -596,7 +596,9 @@ class Runner:
             return ".".join(quote(p) for p in parts)
         return f"{quote(self.db)}.{quote(parts[0])}.{quote(parts[1])}"
 
-    def _ensure_views(self) -> None:
+    def ensure_views(self) -> None:
+        """Create the run's views of the lakehouse if no node has yet (loads DuckDB's iceberg
+        extension; a source calls it while the catalog opens, before its first write)."""
         with self._view_lock:
             if not self._views_ready:
                 self._snapshot_views()
@@ -643,7 +645,7 @@ class Runner:
         """After a node wrote its audit branch, downstream nodes and tests read that version."""
         if (model is not None and model.materialized == Materialized.VIEW) or key not in ctx.changed:
             return
-        self._ensure_views()
+        self.ensure_views()
         target, branch = ctx.target(key)
         table = self.lakehouse.catalog.load_table(target.identifier)
         head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
