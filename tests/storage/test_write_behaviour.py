@@ -233,6 +233,29 @@ def test_branch_writes_do_not_touch_main(workspace: Workspace) -> None:
     assert workspace.table("silver.b", ref="audit").num_rows == 2
 
 
+def test_schema_changes_on_a_branch_stay_there_until_publish(workspace: Workspace) -> None:
+    from ratatouille.storage.catalog import TableRef
+    from ratatouille.storage.publish import Publication, publish
+
+    workspace.append("silver.evo", "SELECT 1 AS v")
+    table = workspace.load_table("silver.evo")
+    base = table.current_snapshot().snapshot_id
+    workspace.append("silver.evo", "SELECT 2 AS v, 'x' AS note", branch="audit")
+    # A second write to the branch builds on the branch's schema: the column is not added twice.
+    workspace.append("silver.evo", "SELECT 3 AS v, 'y' AS note", branch="audit")
+    assert workspace.query("SELECT * FROM silver.evo").column_names == ["v"]  # main: unchanged
+    assert [f.name for f in workspace.load_table("silver.evo").schema().fields] == ["v"]
+    on_branch = workspace.table("silver.evo", ref="audit")
+    assert sorted(on_branch.to_pylist(), key=lambda r: r["v"]) == [
+        {"v": 1, "note": None},
+        {"v": 2, "note": "x"},
+        {"v": 3, "note": "y"},
+    ]
+    publish(workspace.project.lakehouse, [Publication(TableRef("default", "silver", "evo"), "audit", base)])
+    assert [f.name for f in workspace.load_table("silver.evo").schema().fields] == ["v", "note"]
+    assert workspace.query("SELECT count(note) AS n FROM silver.evo").to_pylist() == [{"n": 2}]
+
+
 def test_workspace_qualified_names(workspace: Workspace) -> None:
     workspace.append("gold.kpi", "SELECT 7 AS v")
     assert workspace.query('SELECT v FROM "default".gold.kpi').column("v")[0].as_py() == 7
