@@ -202,3 +202,52 @@ def test_what_a_killed_run_left_behind_is_removed_by_the_next_run(
     assert result.ok, result
     assert leftovers(ws) == []
     assert value(ws, "SELECT count(*) AS n FROM gold.top") == {"n": 2}
+
+
+def test_table_by_table_publish_goes_in_dependency_order(
+    local_pipeline_root: Path, open_ws: Callable[[Path], Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catalogs without SQL access (REST) publish one table after the other: upstream first, so a
+    reader never sees a table newer than the tables it was built from. The SQL catalog stands in
+    for a REST one here; only the catalog type that picks the publish path is changed."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    ws = open_ws(local_pipeline_root)
+    lakehouse = ws.project.lakehouse
+    catalog = lakehouse.catalog  # opened as the SQL catalog it is
+    rest = lakehouse.config.catalog.model_copy(update={"type": "rest"})
+    monkeypatch.setattr(lakehouse, "config", lakehouse.config.model_copy(update={"catalog": rest}))
+    from ratatouille.storage import publish as publish_module
+
+    published: list[str] = []
+    publishing: list[str] = []  # the fault points publish passes, so the writers' commits are left out
+    commit, rename, fault = SqlCatalog.commit_table, SqlCatalog.rename_table, publish_module.fault
+
+    def record_commit(self: SqlCatalog, table: object, *args: object) -> object:
+        if "publish:before_commit" in publishing:
+            published.append(".".join(table.name()[1:]))  # type: ignore[attr-defined]
+        return commit(self, table, *args)  # type: ignore[arg-type]
+
+    def record_rename(self: SqlCatalog, old: tuple[str, ...], new: tuple[str, ...]) -> object:
+        if "publish:before_commit" in publishing:
+            published.append(".".join(new[1:]))
+        return rename(self, old, new)
+
+    def record_fault(point: str) -> None:
+        publishing.append(point)
+        if point == "publish:after_commit":
+            publishing.clear()
+        fault(point)
+
+    monkeypatch.setattr(publish_module, "fault", record_fault)
+
+    monkeypatch.setattr(SqlCatalog, "commit_table", record_commit)
+    monkeypatch.setattr(SqlCatalog, "rename_table", record_rename)
+    assert ws.run().ok  # every table is new: renamed from its stage name
+    assert published == ["bronze.orders", "silver.orders", "gold.by_customer"]
+    published.clear()
+    result = ws.run(variables={"n": 150})
+    assert result.ok, result
+    assert published == ["bronze.orders", "silver.orders", "gold.by_customer"]
+    assert value(ws, "SELECT count(*) AS n FROM silver.orders") == {"n": 150}
+    assert catalog is lakehouse.catalog

@@ -671,7 +671,15 @@ class Runner:
     def _publish(self, ctx: RunContext, results: dict[str, NodeResult]) -> tuple[dict[str, int], str | None]:
         """Publish every touched table whose node (and whose upstream) succeeded, at once."""
         items = []
-        for key, ref in sorted(ctx.touched.items()):
+        # In dependency order (``results`` is): a catalog that publishes table by table (REST)
+        # never shows a table newer than the tables it was built from.
+        position = {key: index for index, key in enumerate(results)}
+
+        def rank(key: str) -> tuple[int, str]:
+            return position.get(ctx.owners.get(key, key), len(position)), key
+
+        for key in sorted(ctx.touched, key=rank):
+            ref = ctx.touched[key]
             owner = ctx.owners.get(key, key)
             status = results[owner].status if owner in results else "success"
             if key.startswith("quarantine."):

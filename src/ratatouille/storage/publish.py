@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ratatouille.errors import CommitConflictError
@@ -63,6 +65,7 @@ def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
     catalog = lakehouse.catalog
     staged = []
     renames: list[tuple[Publication, Table]] = []
+    steps: list[Callable[[], object]] = []  # for catalogs without SQL: one table after the other, in order
     result: dict[str, int] = {}
     for item in items:
         if item.stage is not None:
@@ -76,6 +79,8 @@ def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
             if current_stage is not None:
                 result[item.ref.short] = current_stage.snapshot_id
             renames.append((item, stage_table))
+            stage = (item.ref.workspace, item.ref.layer, item.stage)
+            steps.append(partial(catalog.rename_table, stage, item.ref.identifier))
             continue
         assert item.branch is not None
         table = catalog.load_table(item.ref.identifier)
@@ -90,16 +95,15 @@ def publish(lakehouse: Lakehouse, items: list[Publication]) -> dict[str, int]:
         if head is None:
             continue
         result[item.ref.short] = head.snapshot_id
-        staged.append((item, table, _stage(table, item.branch, head.snapshot_id)))
+        prepared = _stage(table, item.branch, head.snapshot_id)
+        staged.append((item, table, prepared))
+        steps.append(partial(table.catalog.commit_table, table, prepared[3], prepared[2]))
     fault("publish:before_commit")
     if lakehouse.config.catalog.type == "sql":
         _swap_sql(lakehouse, staged, renames)
     else:
-        for item, _stage_table in renames:
-            assert item.stage is not None
-            catalog.rename_table((item.ref.workspace, item.ref.layer, item.stage), item.ref.identifier)
-        for _item, table, (_metadata, _location, updates, requirements) in staged:
-            table.catalog.commit_table(table, requirements, updates)
+        for step in steps:
+            step()
             fault("publish:between_tables")
     fault("publish:after_commit")
     return result
