@@ -784,7 +784,8 @@ MODEL_KEYS: dict[str, str] = {
     "schema_drift": (
         "When the output has a new column, or a column type Iceberg can widen (`int` to `long`, a larger "
         "decimal): `evolve` changes the table's schema in the same commit, `fail` fails the model. Any other "
-        "type change fails the model either way."
+        "type change fails an incremental run, suggesting `--full-refresh`; a full rebuild (`--full-refresh`, "
+        "a `table` model) replaces the column at its place, with its new type (with `evolve` only)."
     ),
     "vars": (
         "Variables for this model only. They win over the project's and the workspace's `vars`; "

@@ -256,6 +256,19 @@ def test_schema_changes_on_a_branch_stay_there_until_publish(workspace: Workspac
     assert workspace.query("SELECT count(note) AS n FROM silver.evo").to_pylist() == [{"n": 2}]
 
 
+def test_a_full_overwrite_replaces_a_retyped_column_and_a_partial_one_refuses(workspace: Workspace) -> None:
+    first = workspace.append("silver.retype", "SELECT 1 AS id, 10 AS amount, 'a' AS tag")
+    with pytest.raises(SchemaError, match="--full-refresh"):
+        workspace.overwrite("silver.retype", "SELECT 1 AS id, 'ten' AS amount, 'a' AS tag", where="id = 1")
+    result = workspace.overwrite("silver.retype", "SELECT 2 AS id, 'twenty' AS amount, 'b' AS tag")
+    assert result.schema_changes and "amount" in result.schema_changes[0]
+    assert workspace.query("SELECT * FROM silver.retype").to_pylist() == [{"id": 2, "amount": "twenty", "tag": "b"}]
+    # The old snapshot keeps its own schema.
+    assert workspace.table("silver.retype", snapshot_id=first.snapshot_id).to_pylist() == [
+        {"id": 1, "amount": 10, "tag": "a"}
+    ]
+
+
 def test_workspace_qualified_names(workspace: Workspace) -> None:
     workspace.append("gold.kpi", "SELECT 7 AS v")
     assert workspace.query('SELECT v FROM "default".gold.kpi').column("v")[0].as_py() == 7
