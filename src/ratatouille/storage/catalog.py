@@ -84,7 +84,9 @@ class Lakehouse:
     def io_properties(self) -> dict[str, str]:
         """PyIceberg FileIO properties for the warehouse."""
         s3 = self.config.storage.s3
-        props: dict[str, str] = {"s3.region": s3.region}
+        from ratatouille.storage.fileio import IMPL
+
+        props: dict[str, str] = {"py-io-impl": IMPL, "s3.region": s3.region}
         if s3.endpoint:
             props["s3.endpoint"] = s3.endpoint
         if s3.access_key_id:
@@ -129,7 +131,6 @@ class Lakehouse:
         try:
             if cfg.type == "sql":
                 from pyiceberg.catalog.sql import SqlCatalog
-                from pyiceberg.io.pyarrow import PyArrowFileIO  # noqa: F401 - imported here, once, not per table
 
                 warehouse = self.warehouse if self.is_s3 else f"file://{self.warehouse}"
                 return SqlCatalog(cfg.name, uri=resolve_uri(cfg.uri, self.root), warehouse=warehouse, **props)

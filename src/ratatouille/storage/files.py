@@ -47,17 +47,15 @@ class Landing:
         import pyarrow.fs as pafs
 
         if path.startswith("s3://"):
-            endpoint = self.s3.endpoint
-            options: dict[str, object] = {"region": self.s3.region}
-            if endpoint:
-                options["endpoint_override"] = endpoint.removeprefix("http://").removeprefix("https://")
-                options["scheme"] = "http" if endpoint.startswith("http://") else "https"
-            if self.s3.access_key_id:
-                options["access_key"] = self.s3.access_key_id
-            if self.s3.secret_access_key:
-                options["secret_key"] = self.s3.secret_access_key.get_secret_value()
-            options["force_virtual_addressing"] = not self.s3.path_style
-            return pafs.S3FileSystem(**options), path.removeprefix("s3://")
+            secret = self.s3.secret_access_key
+            fs = s3_filesystem(
+                endpoint=self.s3.endpoint,
+                region=self.s3.region,
+                access_key=self.s3.access_key_id,
+                secret_key=secret.get_secret_value() if secret else None,
+                virtual_addressing=not self.s3.path_style,
+            )
+            return fs, path.removeprefix("s3://")
         return pafs.LocalFileSystem(), path
 
     def glob(self, pattern: str) -> list[FileInfo]:
@@ -106,6 +104,28 @@ class Landing:
         except OSError as exc:
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
         return digest.hexdigest()
+
+
+def s3_filesystem(
+    *,
+    endpoint: str | None,
+    region: str,
+    access_key: str | None,
+    secret_key: str | None,
+    virtual_addressing: bool,
+) -> pafs.S3FileSystem:
+    """A pyarrow S3 filesystem (the landing zone's and the warehouse's)."""
+    import pyarrow.fs as pafs
+
+    options: dict[str, object] = {"region": region, "force_virtual_addressing": virtual_addressing}
+    if endpoint:
+        options["endpoint_override"] = endpoint.removeprefix("http://").removeprefix("https://")
+        options["scheme"] = "http" if endpoint.startswith("http://") else "https"
+    if access_key:
+        options["access_key"] = access_key
+    if secret_key:
+        options["secret_key"] = secret_key
+    return pafs.S3FileSystem(**options)
 
 
 def _local_glob(pattern: str) -> list[FileInfo]:

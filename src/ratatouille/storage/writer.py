@@ -619,31 +619,24 @@ def _current_files(table: Table, branch: str | None) -> list[DataFile]:
 def _data_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
     """Describe a Parquet file we wrote as an Iceberg data file, with stats and partition values.
 
-    Like PyIceberg's ``parquet_file_to_data_file``, except that values of transforms that do not
-    preserve order (``bucket``) come from the partition folder DuckDB wrote the file into,
-    since column bounds cannot tell them.
+    Like PyIceberg's ``parquet_file_to_data_file`` (with the metrics of ``storage.stats``), except
+    that values of transforms that do not preserve order (``bucket``) come from the partition
+    folder DuckDB wrote the file into, since column bounds cannot tell them.
     """
     import re
 
     import pyarrow.parquet as pq
-    from pyiceberg.io.pyarrow import (
-        compute_statistics_plan,
-        data_file_statistics_from_parquet_metadata,
-        parquet_path_to_id_mapping,
-    )
     from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
     from pyiceberg.typedef import Record
+
+    from ratatouille.storage.stats import data_file_statistics
 
     input_file = io.new_input(path)
     with input_file.open() as stream:
         parquet_metadata = pq.read_metadata(stream)
     schema = metadata.schema()
     spec = metadata.spec()
-    statistics = data_file_statistics_from_parquet_metadata(
-        parquet_metadata=parquet_metadata,
-        stats_columns=compute_statistics_plan(schema, metadata.properties),
-        parquet_column_mapping=parquet_path_to_id_mapping(schema),
-    )
+    statistics = data_file_statistics(parquet_metadata, schema, metadata.properties)
     folders = dict(re.findall(r"__rat_p(\d+)=([^/]*)", path))
     values = []
     for index, spec_field in enumerate(spec.fields):
