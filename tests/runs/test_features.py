@@ -90,7 +90,8 @@ def test_failing_python_pipeline_reports_its_error(tmp_path: Path, open_ws: Call
     ws = open_ws(root)
     result = ws.run()
     assert not result.ok
-    assert result.nodes[0].error == "ValueError: the API said no"
+    path = root / "workspaces" / "default" / "pipelines" / "bronze" / "bad.py"
+    assert result.nodes[0].error == f"{path}:6 in bad: ValueError: the API said no"
     assert ws.tables() == []  # its write was never published
 
 
@@ -358,3 +359,52 @@ def test_failed_full_refresh_with_a_type_change_leaves_readers_unchanged(
     ws.close()
     ws = open_ws(local_pipeline_root)
     assert ws.query("SELECT * FROM silver.orders ORDER BY id").to_pylist() == before
+
+
+FAILING_PIPELINE = """from ratatouille import pipeline, rat
+
+
+def helper(n):
+    return 10 / n
+
+
+@pipeline(name="boom", layer="bronze")
+def boom():
+    rat.log.info("starting")
+    rat.append("bronze.fine", "SELECT 1 AS id")
+    {call}
+"""
+
+
+@pytest.mark.parametrize(
+    ("call", "line", "function", "message"),
+    [
+        ("helper(0)", 5, "helper", "ZeroDivisionError: division by zero"),
+        ("raise KeyError('store_id')", 12, "boom", "KeyError: 'store_id'"),
+        ('rat.append("bronze.dupes", "SELECT 1 AS a, 2 AS A")', 12, "boom", "two columns named `a` and `A`"),
+        ('rat.append("events", "SELECT 1 AS a")', 12, "boom", "write `layer.name`, e.g. `bronze.events`"),
+        ('rat.append("other.bronze.x", "SELECT 1 AS a")', 12, "boom", "writes only its own tables"),
+    ],
+    ids=["in-a-helper", "in-the-pipeline", "rat-helper-error", "bare-name", "other-workspace"],
+)
+def test_python_pipeline_errors_name_the_users_file_and_line(
+    tmp_path: Path, open_ws: Callable[[Path], Workspace], call: str, line: int, function: str, message: str
+) -> None:
+    from helpers import write_project
+
+    root = write_project(tmp_path / "py")
+    path = root / "workspaces" / "default" / "pipelines" / "bronze" / "boom.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(FAILING_PIPELINE.format(call=call))
+    ws = open_ws(root)
+    result = ws.run()
+    node = next(n for n in result.nodes if n.key == "bronze.boom")
+    assert node.status == "failed"
+    assert (node.error or "").startswith(f"{path}:{line} in {function}: "), node.error
+    assert message in (node.error or "")
+    assert "bronze.fine" not in [t.short for t in ws.tables()]  # nothing of the failed pipeline published
+    logs = [entry["message"] for entry in ws.run_record(result.run_id)["logs"]]
+    assert "starting" in logs
+    traceback = next(m for m in logs if m.startswith("Traceback (your code"))
+    assert f'File "{path}", line {line}, in {function}' in traceback
+    assert "ratatouille" not in traceback.replace(str(path), "")  # only the user's frames

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,15 +284,22 @@ def _load_python(path: Path, layer: str, problems: list[Problem]) -> list[Model]
 
 
 def _traceback_line(exc: BaseException, path: Path) -> int | None:
-    tb = exc.__traceback__
-    line = None
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename) == path:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    if line is None and isinstance(exc, SyntaxError):
+    frame = user_frame(exc, path)
+    if frame is None and isinstance(exc, SyntaxError):
         return exc.lineno
-    return line
+    return frame.lineno if frame is not None else None
+
+
+def user_frame(exc: BaseException, path: Path) -> traceback.FrameSummary | None:
+    """The deepest frame of the traceback that is in the user's file ``path``: where their code
+    raised, or called what raised."""
+    frames = user_frames(exc, path)
+    return frames[-1] if frames else None
+
+
+def user_frames(exc: BaseException, path: Path) -> list[traceback.FrameSummary]:
+    """The frames of the traceback that are in the user's file ``path``, outermost first."""
+    return [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
 
 
 def load_macros(workspace_dir: Path) -> dict[str, str]:

@@ -53,10 +53,25 @@ class PipelineScope:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("ratatouille.pipeline"))
 
     def write(self, name: str, data: Any, mode: str, **options: Any) -> WriteResult:
-        """Write into a table of this workspace, on the run's audit branch."""
-        from ratatouille.engine import register_data
+        """Write into a table of this workspace, on the run's audit branch.
 
-        key = name if name.count(".") == 1 else name.split(".", 1)[1]
+        Raises:
+            PipelineError: ``name`` is not ``layer.name`` (or ``<this workspace>.layer.name``).
+        """
+        from ratatouille.engine import register_data
+        from ratatouille.errors import PipelineError
+
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == self.ctx.workspace:
+            parts = parts[1:]
+        if len(parts) != 2 or not all(parts):
+            if len(parts) == 3:
+                raise PipelineError(
+                    f"`{name}` is in workspace `{parts[0]}`; a pipeline of `{self.ctx.workspace}` writes only its "
+                    "own tables: write `layer.name`"
+                )
+            raise PipelineError(f"`{name}` is not a table name: write `layer.name`, e.g. `{self.model.layer}.{name}`")
+        key = ".".join(parts)
         source, cleanup = register_data(self.con, data)
         try:
             result = self.ctx.write(self.con, key, source, mode, owner=self.model.key, **options)  # type: ignore[arg-type]

@@ -543,10 +543,30 @@ class Runner:
         from ratatouille.runs.context import python_pipeline_scope
 
         assert model.function is not None
-        with python_pipeline_scope(ctx, model, con, self) as scope:
-            model.function()
+        try:
+            with python_pipeline_scope(ctx, model, con, self) as scope:
+                model.function()
+        except Exception as exc:  # the user's code, or a rat helper it called wrongly
+            raise self._user_error(ctx, model, exc) from exc
         result.rows_written = scope.rows_written
         result.snapshot_id = scope.snapshot_id
+
+    def _user_error(self, ctx: RunContext, model: Model, exc: Exception) -> PipelineError:
+        """The error of a Python pipeline as the user's: their file, line and function first,
+        and their frames of the traceback in the run's log (``rat logs RUN``)."""
+        import traceback
+
+        from ratatouille.models.loader import user_frames
+
+        log.debug("pipeline %s raised", model.key, exc_info=exc)
+        message = str(exc) if isinstance(exc, RatatouilleError) else f"{type(exc).__name__}: {exc}"
+        frames = user_frames(exc, model.path)
+        if not frames:
+            return PipelineError(f"{model.path}: {message}")
+        where = frames[-1]
+        shown = "".join(traceback.format_list(frames)).rstrip()
+        self.state.log(ctx.run_id, "ERROR", f"Traceback (your code, most recent call last):\n{shown}", model.key)
+        return PipelineError(f"{model.path}:{where.lineno} in {where.name}: {message}")
 
     # -- tests ----------------------------------------------------------------------------
 
