@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 
+_CHUNK = 8 << 20
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """A file found in the landing zone."""
@@ -88,18 +91,25 @@ class Landing:
         return sorted(matches, key=lambda f: f.path)
 
     def checksum(self, path: str) -> str:
-        """SHA-256 of a file's content (streamed)."""
+        """SHA-256 of a file's content, streamed in large chunks.
+
+        Reading and hashing release the GIL, but each chunk must take it back: while another
+        thread imports (PyIceberg, at the start of a run) every hand-over can wait 5 ms, so a
+        few large chunks hash 60 MB in a tenth of the time of hashlib's 256 kB ones.
+        """
+        digest = hashlib.sha256()
         if not path.startswith("s3://"):
             try:
-                with open(path, "rb") as handle:
-                    return hashlib.file_digest(handle, "sha256").hexdigest()
+                with open(path, "rb", buffering=0) as handle:
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
             except OSError as exc:
                 raise ConnectorError(f"cannot read {path}: {exc.strerror}") from exc
+            return digest.hexdigest()
         fs, inner = self.filesystem(path)
-        digest = hashlib.sha256()
         try:
             with fs.open_input_stream(inner) as stream:
-                while chunk := stream.read(1 << 20):
+                while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
         except OSError as exc:
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
