@@ -785,7 +785,8 @@ MODEL_KEYS: dict[str, str] = {
         "When the output has a new column, or a column type Iceberg can widen (`int` to `long`, a larger "
         "decimal): `evolve` changes the table's schema in the same commit, `fail` fails the model. Any other "
         "type change fails an incremental run, suggesting `--full-refresh`; a full rebuild (`--full-refresh`, "
-        "a `table` model) replaces the column at its place, with its new type (with `evolve` only)."
+        "a `table` model) replaces the column at its place, with its new type (with `evolve` only; not a partition "
+        "column)."
     ),
     "vars": (
         "Variables for this model only. They win over the project's and the workspace's `vars`; "

@@ -700,7 +700,7 @@ def _find_model(graph: Graph, name: str) -> Any:
 def _partitioning(table: Any) -> list[Any]:
     from ratatouille.storage.writer import current_partitioning
 
-    return current_partitioning(table)
+    return current_partitioning(table.metadata)
 
 
 def _q(identifier: str) -> str:

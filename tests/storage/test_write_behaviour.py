@@ -267,6 +267,11 @@ def test_a_full_overwrite_replaces_a_retyped_column_and_a_partial_one_refuses(wo
     assert workspace.table("silver.retype", snapshot_id=first.snapshot_id).to_pylist() == [
         {"id": 1, "amount": 10, "tag": "a"}
     ]
+    # Iceberg keeps partition fields bound to their column: retyping one is refused, untouched.
+    workspace.append("silver.by_region", "SELECT 1 AS id, 'north' AS region", partition_by=["region"])
+    with pytest.raises(SchemaError, match="partitioned on `region`, whose type changed"):
+        workspace.overwrite("silver.by_region", "SELECT 2 AS id, 7 AS region")
+    assert workspace.query("SELECT * FROM silver.by_region").to_pylist() == [{"id": 1, "region": "north"}]
 
 
 def test_workspace_qualified_names(workspace: Workspace) -> None:

@@ -191,7 +191,7 @@ class TableWriter:
                 # A full rebuild (`--full-refresh`, a `table` model) replaces every row, so a
                 # column whose type changed incompatibly is replaced too: a new field id, the
                 # same position. Old snapshots keep their schema for time travel.
-                changes = _replace_columns(tx, base, diff.incompatible)
+                changes = _replace_columns(ref, tx, base, diff.incompatible)
                 diff = types.diff(tx.table_metadata.schema(), incoming)
             if diff.incompatible:
                 raise SchemaError(
@@ -348,7 +348,7 @@ class TableWriter:
     ) -> None:
         if wanted is None:
             return
-        current = current_partitioning(table)
+        current = current_partitioning(tx.table_metadata)  # a replaced column may have left it
         if [str(f) for f in wanted] == [str(f) for f in current]:
             return
         if (mode == "overwrite" and where is None) or table.current_snapshot() is None:
@@ -541,11 +541,11 @@ class _Retry(Exception):
     """The commit lost a race; rebuild it on the new table state."""
 
 
-def current_partitioning(table: Table) -> list[partitioning.PartitionField]:
-    """The table's current partition fields."""
-    schema = table.schema()
+def current_partitioning(metadata: TableMetadata) -> list[partitioning.PartitionField]:
+    """The partition fields of a table's metadata (``table.metadata``, or a transaction's)."""
+    schema = metadata.schema()
     return partitioning.from_spec(
-        [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in table.spec().fields]
+        [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in metadata.spec().fields]
     )
 
 
@@ -578,10 +578,23 @@ def _keep_main_schema(table: Table, tx: Transaction) -> None:
 
 
 def _replace_columns(
-    tx: Transaction, schema: Schema, replaced: list[tuple[str, IcebergType, IcebergType]]
+    ref: TableRef, tx: Transaction, schema: Schema, replaced: list[tuple[str, IcebergType, IcebergType]]
 ) -> list[str]:
-    """Drop and re-add columns with new types, each kept at its position; returns what changed."""
+    """Drop and re-add columns with new types, each kept at its position; returns what changed.
+
+    Raises:
+        SchemaError: a replaced column is a partition source (Iceberg keeps partition fields,
+            also of earlier specs, bound to their column); nothing was changed.
+    """
     names = {name for name, _old, _new in replaced}
+    specs = tx.table_metadata.specs().values()
+    sources = {schema.find_column_name(f.source_id) for spec in specs for f in spec.fields}
+    if blocked := sorted(names & {s for s in sources if s}):
+        listed = ", ".join(f"`{name}`" for name in blocked)
+        raise SchemaError(
+            f"`{ref.short}` is (or was) partitioned on {listed}, whose type changed; Iceberg cannot change the type "
+            "of a partition column, even in a full rebuild. Give the column a new name in your SQL, or keep its type"
+        )
     # PyIceberg cannot move a column added in the same update, hence two updates.
     with tx.update_schema() as update:
         for name, _old, new in replaced:
