@@ -405,6 +405,7 @@ def test_python_pipeline_errors_name_the_users_file_and_line(
     assert "bronze.fine" not in [t.short for t in ws.tables()]  # nothing of the failed pipeline published
     logs = [entry["message"] for entry in ws.run_record(result.run_id)["logs"]]
     assert "starting" in logs
+    assert node.error in logs  # `rat logs RUN` shows the located error
     traceback = next(m for m in logs if m.startswith("Traceback (your code"))
     assert f'File "{path}", line {line}, in {function}' in traceback
     assert "ratatouille" not in traceback.replace(str(path), "")  # only the user's frames

@@ -100,6 +100,12 @@ def test_python_pipeline_import_error_points_at_its_line(tmp_path: Path) -> None
     assert "bronze/raw.py:3: importing it failed: ZeroDivisionError" in problems(root)
 
 
+def test_python_pipeline_syntax_error_points_at_its_line(tmp_path: Path) -> None:
+    root = write_project(tmp_path / "p")
+    write_files(root, {"pipelines/bronze/raw.py": "import os\n\n\ndef ingest(:\n    pass\n"})
+    assert "bronze/raw.py:4: importing it failed: SyntaxError: invalid syntax" in problems(root)
+
+
 def test_the_graph_cache_skips_compiling_unchanged_models_and_never_hides_a_new_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
