@@ -94,8 +94,9 @@ class Landing:
         """SHA-256 of a file's content, streamed in large chunks.
 
         Reading and hashing release the GIL, but each chunk must take it back: while another
-        thread imports (PyIceberg, at the start of a run) every hand-over can wait 5 ms, so a
-        few large chunks hash 60 MB in a tenth of the time of hashlib's 256 kB ones.
+        thread imports (PyIceberg, at the start of a run) every hand-over can wait 5 ms. With
+        8 MB chunks the 1M-row POS landing zone (60 MB) hashed in 0.3 s there, against 0.5 s
+        with hashlib's 256 kB ones.
         """
         digest = hashlib.sha256()
         if not path.startswith("s3://"):

@@ -113,7 +113,9 @@ def data_file_statistics(metadata: pq.FileMetaData, schema: Schema, properties: 
     Raises:
         KeyError: a column of the file is not in the schema.
     """
-    leaves = {leaf.name_path: leaf.leaf for leaf in _leaves(schema, properties)}
+    import pyarrow as pa
+
+    leaves = _leaves(schema, properties)
     totals = _Totals()
     offsets = []
     for index in range(metadata.num_row_groups):
@@ -126,7 +128,10 @@ def data_file_statistics(metadata: pq.FileMetaData, schema: Schema, properties: 
             offsets.append(first.data_page_offset)
         for position in range(metadata.num_columns):
             chunk = group.column(position)
-            _add_chunk(totals, leaves[chunk.path_in_schema], chunk)
+            try:
+                _add_chunk(totals, leaves[chunk.path_in_schema], chunk)
+            except pa.ArrowNotImplementedError:  # pyarrow cannot read this type's statistics back
+                totals.unknown.add(leaves[chunk.path_in_schema].field_id)
     for field_id in totals.unknown:
         totals.bounds.pop(field_id, None)
         totals.null_counts.pop(field_id, None)
@@ -143,8 +148,6 @@ def data_file_statistics(metadata: pq.FileMetaData, schema: Schema, properties: 
 
 
 def _add_chunk(totals: _Totals, leaf: _Leaf, chunk: Any) -> None:
-    import pyarrow as pa
-
     fid = leaf.field_id
     totals.column_sizes[fid] = totals.column_sizes.get(fid, 0) + chunk.total_compressed_size
     if leaf.mode == "none":
@@ -153,25 +156,22 @@ def _add_chunk(totals: _Totals, leaf: _Leaf, chunk: Any) -> None:
     if not chunk.is_stats_set:
         totals.unknown.add(fid)
         return
-    try:
-        stats = chunk.statistics
-        if stats.has_null_count:
-            totals.null_counts[fid] = totals.null_counts.get(fid, 0) + stats.null_count
-        if leaf.mode == "counts":
-            return
-        bounds = totals.bounds.setdefault(fid, _Bounds(leaf.type, leaf.length))
-        if isinstance(leaf.type, DecimalType) and stats.physical_type != "FIXED_LEN_BYTE_ARRAY":
-            # Decimals stored as INT32/INT64: the statistics hold the unscaled integers.
-            scale = leaf.type.scale
-            bounds.update(_decimal(stats.min_raw, scale), _decimal(stats.max_raw, scale))
-        elif _raw_is_iceberg(leaf.type, stats):
-            # Dates, times and timestamps: Iceberg stores the same integers. Reading them raw
-            # also spares pyarrow's conversion to datetime, which imports pandas when present.
-            bounds.update(stats.min_raw, stats.max_raw)
-        else:
-            bounds.update(stats.min, stats.max)
-    except pa.ArrowNotImplementedError:  # statistics of a type pyarrow cannot read back
-        totals.unknown.add(fid)
+    stats = chunk.statistics
+    if stats.has_null_count:
+        totals.null_counts[fid] = totals.null_counts.get(fid, 0) + stats.null_count
+    if leaf.mode == "counts":
+        return
+    bounds = totals.bounds.setdefault(fid, _Bounds(leaf.type, leaf.length))
+    if isinstance(leaf.type, DecimalType) and stats.physical_type != "FIXED_LEN_BYTE_ARRAY":
+        # Decimals stored as INT32/INT64: the statistics hold the unscaled integers.
+        scale = leaf.type.scale
+        bounds.update(_decimal(stats.min_raw, scale), _decimal(stats.max_raw, scale))
+    elif _raw_is_iceberg(leaf.type, stats):
+        # Dates, times and timestamps: Iceberg stores the same integers. Reading them raw
+        # also spares pyarrow's conversion to datetime, which imports pandas when present.
+        bounds.update(stats.min_raw, stats.max_raw)
+    else:
+        bounds.update(stats.min, stats.max)
 
 
 def _raw_is_iceberg(typ: PrimitiveType, stats: Any) -> bool:
@@ -195,15 +195,10 @@ def _decimal(unscaled: int | None, scale: int) -> Decimal | None:
     return Decimal((sign, digits, -scale))  # exact: no context rounding, even at 38 digits
 
 
-@dataclass(frozen=True)
-class _Path:
-    name_path: str  # the Parquet ``path_in_schema``
-    leaf: _Leaf
-
-
-def _leaves(schema: Schema, properties: dict[str, str]) -> list[_Path]:
+def _leaves(schema: Schema, properties: dict[str, str]) -> dict[str, _Leaf]:
+    """Every leaf column by its Parquet ``path_in_schema``."""
     default = properties.get(DEFAULT_MODE_PROPERTY, DEFAULT_MODE)
-    found: list[_Path] = []
+    found: dict[str, _Leaf] = {}
 
     def visit(field_id: int, typ: IcebergType, path: list[str]) -> None:
         if isinstance(typ, StructType):
@@ -223,7 +218,7 @@ def _leaves(schema: Schema, properties: dict[str, str]) -> list[_Path]:
                 mode, length = "full", None
             if "." in name and mode in ("truncate", "full"):
                 mode, length = "counts", None  # no bounds for nested fields
-            found.append(_Path(".".join(path), _Leaf(field_id, typ, name, mode, length)))
+            found[".".join(path)] = _Leaf(field_id, typ, name, mode, length)
 
     for top in schema.fields:
         visit(top.field_id, top.field_type, [top.name])
