@@ -293,3 +293,43 @@ def test_history_counts_logical_rows(workspace: Workspace) -> None:
     workspace.merge("silver.h", "SELECT 5 AS id, 'b' AS v", unique_key="id")
     latest = workspace.history("silver.h")[0]
     assert (latest["added_rows"], latest["deleted_rows"], latest["total_rows"]) == (1, 1, 300)
+
+
+def _data_files_on_disk(workspace: Workspace, name: str) -> set[str]:
+    location = workspace.load_table(name).metadata.location.removeprefix("file://")
+    rows = workspace.con.execute(f"SELECT file FROM glob('{location}/data/**/*.parquet')").fetchall()
+    return {str(r[0]).removeprefix("file://") for r in rows}
+
+
+def _referenced(workspace: Workspace, name: str) -> set[str]:
+    return {t.file.file_path.removeprefix("file://") for t in workspace.load_table(name).scan().plan_files()}
+
+
+def test_a_table_known_to_be_new_is_written_before_the_catalog_is_asked(workspace: Workspace) -> None:
+    from ratatouille.storage.writer import TableWriter
+
+    writer = TableWriter(workspace.project.lakehouse, workspace.con)
+    data = "SELECT range AS id, CASE WHEN range % 2 = 0 THEN 'A' ELSE 'B' END AS store FROM range(10)"
+    result = writer.write(workspace.resolve("silver.early"), data, partition_by=["store"], new_table=True)
+    assert result.created and result.rows_written == 10
+    assert count(workspace, "silver.early") == 10
+    assert workspace.describe("silver.early")["partitioning"] == ["store"]
+    assert _data_files_on_disk(workspace, "silver.early") == _referenced(workspace, "silver.early")
+
+
+def test_early_files_that_do_not_fit_a_table_created_meanwhile_are_written_again(workspace: Workspace) -> None:
+    """Another writer created the table first, with other field ids and no partitioning: the
+    files written ahead are replaced by ones shaped for that table, and none is left behind."""
+    from ratatouille.storage.writer import TableWriter
+
+    workspace.append("silver.raced", "SELECT 'x' AS note, 1 AS id")
+    writer = TableWriter(workspace.project.lakehouse, workspace.con)
+    ref = workspace.resolve("silver.raced")
+    with pytest.raises(SchemaError, match="full-refresh"):  # refused: the early files are removed
+        writer.write(ref, "SELECT 2 AS id", partition_by=["id"], new_table=True)
+    assert _data_files_on_disk(workspace, "silver.raced") == _referenced(workspace, "silver.raced")
+    result = writer.write(ref, "SELECT 2 AS id", new_table=True)
+    assert not result.created and result.rows_written == 1
+    rows = workspace.query("SELECT id, note FROM silver.raced ORDER BY id").to_pylist()
+    assert rows == [{"id": 1, "note": "x"}, {"id": 2, "note": None}]
+    assert _data_files_on_disk(workspace, "silver.raced") == _referenced(workspace, "silver.raced")

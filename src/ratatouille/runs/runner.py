@@ -100,6 +100,7 @@ class RunContext:
     state: StateStore
     full_refresh: bool
     bases: dict[str, int | None]  # table key -> main snapshot at run start (published tables)
+    listed: dict[str, str | None] | None = None  # the workspace's tables at run start (key -> metadata)
     touched: dict[str, TableRef] = field(default_factory=dict)  # tables written to the branch
     stages: dict[str, str] = field(default_factory=dict)  # new table key -> hidden stage name
     changed: set[str] = field(default_factory=set)  # tables that got a new snapshot in this run
@@ -125,11 +126,15 @@ class RunContext:
         writer = TableWriter(self.lakehouse, con)
         properties = {"rat.run_id": self.run_id, "rat.node": key, **options.pop("properties", {})}
         target, branch = self.target(key)
+        with self.lock:  # a stage table is created by its first write
+            new_table = key in self.stages and key not in self.touched
         from ratatouille.engine import register_data
 
         source, cleanup = register_data(con, source_sql)
         try:
-            result = writer.write(target, source, mode=mode, branch=branch, properties=properties, **options)
+            result = writer.write(
+                target, source, mode=mode, branch=branch, properties=properties, new_table=new_table, **options
+            )
         finally:
             cleanup()
         with self.lock:
@@ -164,14 +169,16 @@ class RunContext:
             if key in self.bases:
                 return
             ref = self.ref(key)
-            catalog = self.lakehouse.catalog
             base: int | None = None
-            table = catalog.load_table(ref.identifier) if catalog.table_exists(ref.identifier) else None
+            table = None
+            if self.listed is None or key in self.listed:  # else it did not exist: no need to wait for the catalog
+                catalog = self.lakehouse.catalog
+                table = catalog.load_table(ref.identifier) if catalog.table_exists(ref.identifier) else None
             current = table.current_snapshot() if table is not None else None
             if table is not None and current is not None:
                 base = current.snapshot_id  # the writer creates the branch here, with its first commit
             elif table is not None:  # an empty leftover (no snapshot): replaced on publish
-                catalog.drop_table(ref.identifier)
+                self.lakehouse.catalog.drop_table(ref.identifier)
             with self.lock:
                 if base is None:
                     self.stages[key] = stage_name(ref.name, stage_token(self.run_id))
@@ -245,6 +252,7 @@ class Runner:
             results = {key: NodeResult(key, self.graph.dag.nodes[key].kind) for key in order}
             self.state.add_nodes(run_id, [(key, results[key].kind) for key in order])
             self.locations = {r.short: r.metadata_location for r in self.lakehouse.list_tables(self.workspace)}
+            ctx.listed = self.locations
             self.previous = {} if self.full_refresh else self.state.node_states(self.workspace)
             self._execute(ctx, order, results)
             published, error = self._publish(ctx, results)

@@ -8,6 +8,9 @@ How a write works, whatever its mode:
    types are refused.
 2. DuckDB streams the data into Parquet files under the table's ``data/`` folder, with the
    Iceberg field ids and one file per partition value; memory stays within the profile.
+   A table the caller knows to be new (a run's stage table, ``new_table``) gets its files
+   before the catalog is even opened; they are checked against the table at commit time and
+   written again if another writer created it differently first.
 3. For overwrite-where and merge, the existing files holding rows to replace are found with
    DuckDB and rewritten without those rows (copy-on-write; no delete files).
 4. One Iceberg transaction adds and removes the files (and evolves the schema). The catalog
@@ -56,7 +59,8 @@ class _Written:
     staged: list[DataFile] = field(default_factory=list)
     rewritten: list[DataFile] = field(default_factory=list)
     rows: int = 0
-    field_ids: str = ""
+    shape: str = ""  # location, field ids and partitioning the staged (or early) files were written for
+    early: list[str] = field(default_factory=list)  # written before the table was opened (``new_table``)
 
 
 class TableWriter:
@@ -80,6 +84,7 @@ class TableWriter:
         branch: str | None = None,
         properties: dict[str, str] | None = None,
         null_keys: NullKeys | None = None,
+        new_table: bool = False,
     ) -> WriteResult:
         """Write the rows of ``source_sql`` into the table ``ref``, creating it if needed.
 
@@ -98,6 +103,10 @@ class TableWriter:
                 created at ``main`` in the same commit.
             properties: extra snapshot summary properties (run ids, ...).
             null_keys: divert rows with a NULL in these key columns instead of writing them.
+            new_table: the caller knows the table does not exist yet (a run's stage table): the
+                data files are written before the catalog is consulted, so a run's first write
+                does not wait for the catalog to open. Should the table exist after all, they are
+                checked against it and written again if they do not fit.
 
         Raises:
             SchemaError: the data does not fit the table; nothing was written.
@@ -116,11 +125,13 @@ class TableWriter:
             if key not in dict(incoming):
                 raise DataError(f"key `{key}` is not a column of the data for `{ref.short}`")
 
-        self.lakehouse.ensure_namespace(ref.workspace, ref.layer)
         snapshot_props = {"rat.operation": mode, **(properties or {})}
         written = _Written()
         attempt = 0
         try:
+            if new_table:
+                self._write_early(ref, source_sql, incoming, wanted_partitions or [], written)
+            self.lakehouse.ensure_namespace(ref.workspace, ref.layer)
             while True:
                 attempt += 1
                 try:
@@ -146,8 +157,22 @@ class TableWriter:
                         ) from None
                     time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
         except BaseException:
-            self._remove(written.staged + written.rewritten)
+            self._delete([*written.early, *(f.file_path for f in written.staged + written.rewritten)])
             raise
+
+    def _write_early(
+        self,
+        ref: TableRef,
+        source_sql: str,
+        incoming: list[tuple[str, IcebergType]],
+        fields: list[partitioning.PartitionField],
+        written: _Written,
+    ) -> None:
+        """Write the data files of a table that does not exist yet, shaped as it will be created."""
+        schema = _new_schema(incoming)
+        location = self.lakehouse.location(*ref.identifier)
+        written.early, written.rows = self._copy_files(location, schema, fields, _select(schema, source_sql, incoming))
+        written.shape = _shape(location, schema, fields)
 
     # -- one attempt ------------------------------------------------------------------
 
@@ -262,22 +287,28 @@ class TableWriter:
     ) -> WriteResult:
         from pyiceberg.exceptions import CommitFailedException
 
-        schema = tx.table_metadata.schema()
-        field_ids = types.field_ids_option(schema)
-        if written.field_ids and written.field_ids != field_ids:
-            # A concurrent writer changed the schema: the staged files carry stale field ids.
-            self._remove(written.staged)
-            written.staged, written.rows = [], 0
+        metadata = tx.table_metadata
+        schema = metadata.schema()
+        shape = _shape(metadata.location, schema, current_partitioning(metadata))
+        if written.shape != shape:
+            # A concurrent writer changed the table (or created it first, differently): the files
+            # written so far carry stale field ids or partitions, so they are written again.
+            self._delete([*written.early, *(f.file_path for f in written.staged)])
+            written.early, written.staged, written.rows = [], [], 0
         if not written.staged:
-            written.staged, written.rows = self._copy(tx, schema, source_sql, dict(incoming))
-            written.field_ids = field_ids
+            if written.early:
+                written.staged = self._describe(tx, written.early)
+                written.early = []
+            else:
+                written.staged, written.rows = self._write_files(tx, schema, _select(schema, source_sql, incoming))
+            written.shape = shape
             if null_keys is not None:
                 self._divert_null_keys(tx, schema, written, null_keys)
             if mode in KEYED:
                 self._check_keys(ref, written.staged, keys, unique=mode == "merge")
 
         # Which existing files lose rows, rewritten without them.
-        self._remove(written.rewritten)
+        self._delete([f.file_path for f in written.rewritten])
         written.rewritten = []
         removed: list[DataFile] = []
         rows_deleted = 0
@@ -380,25 +411,19 @@ class TableWriter:
             result.append((name, types.to_iceberg(duck_type, name)))
         return result
 
-    def _copy(
-        self, tx: Transaction, schema: Schema, source_sql: str, incoming: dict[str, IcebergType]
-    ) -> tuple[list[DataFile], int]:
-        """Stream ``source_sql`` into Parquet files shaped as ``schema``; returns the files and rows."""
-        columns = []
-        for f in schema.fields:
-            duck = types.to_duckdb(f.field_type)
-            expr = f"CAST({quote(f.name)} AS {duck})" if f.name in incoming else f"CAST(NULL AS {duck})"
-            columns.append(f"{expr} AS {quote(f.name)}")
-        select = f"SELECT {', '.join(columns)} FROM ({source_sql}) AS __rat_source"
-        return self._write_files(tx, schema, select)
-
     def _write_files(self, tx: Transaction, schema: Schema, select: str) -> tuple[list[DataFile], int]:
+        """Stream ``select`` into Parquet files of the transaction's table; returns the files and rows."""
+        metadata = tx.table_metadata
+        paths, count = self._copy_files(metadata.location, schema, current_partitioning(metadata), select)
+        return self._describe(tx, paths), count
+
+    def _copy_files(
+        self, location: str, schema: Schema, fields: list[partitioning.PartitionField], select: str
+    ) -> tuple[list[str], int]:
+        """Stream ``select`` into Parquet files under ``location/data/``, with ``schema``'s field ids
+        and one folder per partition value; returns the paths and the rows written."""
         import duckdb
 
-        metadata = tx.table_metadata
-        fields = partitioning.from_spec(
-            [(schema.find_column_name(f.source_id) or "", str(f.transform)) for f in metadata.spec().fields]
-        )
         options = [
             "FORMAT parquet",
             f"FIELD_IDS {types.field_ids_option(schema)}",
@@ -416,23 +441,25 @@ class TableWriter:
             options.append("PARTITION_BY (" + ", ".join(f"__rat_p{i}" for i in range(len(fields))) + ")")
         else:
             options.append(f"FILE_SIZE_BYTES '{TARGET_FILE_SIZE}'")
-        target = f"{metadata.location}/data/{uuid.uuid4().hex}"
+        target = f"{location}/data/{uuid.uuid4().hex}"
         if not self.lakehouse.is_s3:
             from pathlib import Path
 
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(_local(target)).parent.mkdir(parents=True, exist_ok=True)
         try:
-            row = self.con.execute(f"COPY ({select}) TO '{target}' ({', '.join(options)})").fetchone()
+            row = self.con.execute(f"COPY ({select}) TO '{_local(target)}' ({', '.join(options)})").fetchone()
         except duckdb.Error as exc:
             raise DataError(f"cannot write the data: {exc}") from exc
         assert row is not None
-        count, paths = int(row[0]), list(row[1])
+        return list(row[1]), int(row[0])
+
+    def _describe(self, tx: Transaction, paths: list[str]) -> list[DataFile]:
+        """The files as Iceberg data files of the transaction's table; empty ones are removed."""
         io = tx._table.io if hasattr(tx, "_table") else None  # noqa: SLF001 - PyIceberg keeps the FileIO there
         assert io is not None
-        data_files = [_data_file(io, metadata, p) for p in paths]
-        empty = [f for f in data_files if f.record_count == 0]
-        self._remove(empty)
-        return [f for f in data_files if f.record_count > 0], count
+        data_files = [_data_file(io, tx.table_metadata, p) for p in paths]
+        self._delete([f.file_path for f in data_files if f.record_count == 0])
+        return [f for f in data_files if f.record_count > 0]
 
     def _divert_null_keys(self, tx: Transaction, schema: Schema, written: _Written, null_keys: NullKeys) -> None:
         """Hand rows with a NULL key to ``null_keys.divert`` and rewrite the files without them."""
@@ -446,7 +473,7 @@ class TableWriter:
             return
         null_keys.divert(f"SELECT * FROM read_parquet({files}) WHERE {null_test}", bad)
         kept, rows = self._write_files(tx, schema, f"SELECT * FROM read_parquet({files}) WHERE NOT ({null_test})")
-        self._remove(written.staged)
+        self._delete([f.file_path for f in written.staged])
         written.staged, written.rows = kept, rows
 
     def _check_keys(self, ref: TableRef, staged: list[DataFile], keys: list[str], unique: bool) -> None:
@@ -525,16 +552,16 @@ class TableWriter:
         deleted = sum(f.record_count for f in affected) - kept
         return affected, rewritten, deleted
 
-    def _remove(self, files: list[DataFile]) -> None:
+    def _delete(self, paths: list[str]) -> None:
         """Best-effort removal of files no snapshot references."""
-        if not files:
+        if not paths:
             return
         io = self.lakehouse.catalog._load_file_io(self.lakehouse.io_properties())  # noqa: SLF001
-        for data_file in files:
+        for path in paths:
             try:
-                io.delete(data_file.file_path)
+                io.delete(path)
             except Exception:  # an orphan file is harmless; never mask the real error
-                log.debug("could not remove %s", data_file.file_path)
+                log.debug("could not remove %s", path)
 
 
 class _Retry(Exception):
@@ -609,6 +636,22 @@ def _replace_columns(
                 else:
                     update.move_after(name, order[index - 1])
     return [f"column `{name}` replaced: {old} -> {new} (full rebuild)" for name, old, new in replaced]
+
+
+def _select(schema: Schema, source_sql: str, incoming: list[tuple[str, IcebergType]]) -> str:
+    """``source_sql``'s rows shaped as ``schema``: its columns in order, cast; missing ones NULL."""
+    present = {name for name, _ in incoming}
+    columns = []
+    for f in schema.fields:
+        duck = types.to_duckdb(f.field_type)
+        expr = f"CAST({quote(f.name)} AS {duck})" if f.name in present else f"CAST(NULL AS {duck})"
+        columns.append(f"{expr} AS {quote(f.name)}")
+    return f"SELECT {', '.join(columns)} FROM ({source_sql}) AS __rat_source"
+
+
+def _shape(location: str, schema: Schema, fields: list[partitioning.PartitionField]) -> str:
+    """What data files must agree on with their table: where they are, field ids, partitioning."""
+    return "|".join([_local(location).rstrip("/"), types.field_ids_option(schema), *map(str, fields)])
 
 
 def _new_schema(incoming: list[tuple[str, IcebergType]]) -> Schema:
