@@ -409,3 +409,18 @@ def test_python_pipeline_errors_name_the_users_file_and_line(
     traceback = next(m for m in logs if m.startswith("Traceback (your code"))
     assert f'File "{path}", line {line}, in {function}' in traceback
     assert "ratatouille" not in traceback.replace(str(path), "")  # only the user's frames
+
+
+def test_runs_shorten_the_gil_switch_interval_and_restore_it() -> None:
+    import sys
+
+    from ratatouille.runs.runner import _short_gil_turns
+
+    before = sys.getswitchinterval()
+    with _short_gil_turns():
+        short = sys.getswitchinterval()
+        with _short_gil_turns():  # a second run of the same process (the API's)
+            assert sys.getswitchinterval() == short
+        assert sys.getswitchinterval() == short  # the first run still goes on
+    assert short < before
+    assert sys.getswitchinterval() == before

@@ -184,6 +184,8 @@ class FilesConnector(Connector):
         ingested_at = datetime.now(UTC)
         con = self.connection(paths)
         columns = self.source.check_column_types(con)
+        if self._deferred:
+            con.execute("SET TimeZone = 'UTC'")  # the caller runs the reads on ``con`` itself
         if not self._deferred:
             for path in paths:
                 yield self._output(con, path, ctx, ingested_at, columns)[0]
@@ -239,7 +241,8 @@ class FilesConnector(Connector):
     def _open(self, con: duckdb.DuckDBPyConnection, spec: FileSpec) -> tuple[duckdb.DuckDBPyConnection, FileRead]:
         cur = con if spec.defer else con.cursor()
         try:
-            cur.execute("SET TimeZone = 'UTC'")  # cursors do not inherit session settings
+            if cur is not con:
+                cur.execute("SET TimeZone = 'UTC'")  # cursors do not inherit session settings
             file = reader_for(self.source.format, spec, cur, self.source.options)
             file.open()
         except BaseException:
