@@ -80,6 +80,38 @@ def test_a_changed_file_replaces_its_previous_rows_and_is_logged(
     assert any("orders_1.csv changed since it was ingested; re-ingested" in line["message"] for line in logs)
 
 
+def test_a_file_touched_while_it_is_hashed_is_read_again_next_run(
+    root: Path, open_ws: Callable[[Path], Workspace], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New files are hashed while they are read: one that changes meanwhile is registered
+    without a checksum, so the next run reads it again instead of trusting what it read."""
+    from ratatouille.storage.files import Landing
+
+    path = drop(root, "orders_1.csv", "id,amount\n1,10\n2,20\n")
+    drop(root, "orders_2.csv", "id,amount\n3,30\n")
+    hash_file = Landing.checksum
+
+    def touched_while_hashed(self: Landing, name: str) -> str:
+        digest = hash_file(self, name)
+        if name == str(path):
+            os.utime(path, (time.time() + 5, time.time() + 5))
+        return digest
+
+    monkeypatch.setattr(Landing, "checksum", touched_while_hashed)
+    ws = open_ws(root)
+    assert ws.run(sources_only=True).nodes[0].rows_written == 3
+    registry = ws.state.file_records(ws.name, "bronze.orders")
+    assert registry[str(path)]["checksum"] == ""
+    assert len(registry[str(path).replace("orders_1", "orders_2")]["checksum"]) == 64
+    monkeypatch.setattr(Landing, "checksum", hash_file)
+    again = ws.run(sources_only=True)
+    assert again.ok and again.nodes[0].rows_written == 2
+    assert rows(ws, "SELECT count(*) AS n FROM bronze.orders") == [{"n": 3}]  # replaced, not doubled
+    logs = ws.run_record(again.run_id)["logs"]
+    assert any("orders_1.csv changed since it was ingested" in line["message"] for line in logs)
+    assert ws.run(sources_only=True).nodes[0].rows_written == 0  # registered with its checksum now
+
+
 def test_dirty_rows_are_quarantined_with_line_numbers(root: Path, open_ws: Callable[[Path], Workspace]) -> None:
     drop(root, "orders_1.csv", 'id,amount\n1,10\n2,"unterminated\n3,abc\n4,40,extra\n5,50\n')
     ws = open_ws(root)

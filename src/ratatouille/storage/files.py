@@ -90,6 +90,27 @@ class Landing:
             matches.append(FileInfo(prefix + info.path, int(info.size or 0), mtime))
         return sorted(matches, key=lambda f: f.path)
 
+    def stat(self, path: str) -> FileInfo | None:
+        """A file's size and modification time as of now; ``None`` when it is gone."""
+        if not path.startswith("s3://"):
+            import os
+
+            try:
+                found = os.stat(path)
+            except OSError:
+                return None
+            return FileInfo(path, found.st_size, found.st_mtime_ns)
+        import pyarrow.fs as pafs
+
+        fs, inner = self.filesystem(path)
+        try:
+            info = fs.get_file_info(inner)
+        except OSError:
+            return None
+        if info.type != pafs.FileType.File:
+            return None
+        return FileInfo(path, int(info.size or 0), info.mtime_ns)
+
     def checksum(self, path: str) -> str:
         """SHA-256 of a file's content, streamed in large chunks.
 
