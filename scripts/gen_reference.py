@@ -85,7 +85,7 @@ PROJECT_KEYS: dict[str, str] = {
     "storage.s3.path_style": "Path-style URLs (`http://host/bucket/key`), which most self-hosted S3 servers need.",
     "catalog.type": "`sql`: a SQLite or PostgreSQL database. `rest`: an Iceberg REST catalog (Nessie, Polaris, ...).",
     "catalog.uri": (
-        "For `sql`, a SQLAlchemy URL: `sqlite:///.rat/catalog.db` (relative to the project) or "
+        "For `sql`, a database URL: `sqlite:///.rat/catalog.db` (relative to the project) or "
         "`postgresql://user:${env:PGPASSWORD}@host/db` (driven by psycopg 3). For `rest`, the catalog's URL."
     ),
     "catalog.name": "Catalog name; several projects can share one database under different names.",

@@ -210,7 +210,7 @@ def test_table_by_table_publish_goes_in_dependency_order(
     """Catalogs without SQL access (REST) publish one table after the other: upstream first, so a
     reader never sees a table newer than the tables it was built from. The SQL catalog stands in
     for a REST one here; only the catalog type that picks the publish path is changed."""
-    from pyiceberg.catalog.sql import SqlCatalog
+    from ratatouille.storage.sqlcatalog import SqlCatalog
 
     ws = open_ws(local_pipeline_root)
     lakehouse = ws.project.lakehouse

@@ -130,7 +130,7 @@ class Lakehouse:
         props = {**self.io_properties(), **cfg.properties}
         try:
             if cfg.type == "sql":
-                from pyiceberg.catalog.sql import SqlCatalog
+                from ratatouille.storage.sqlcatalog import SqlCatalog
 
                 warehouse = self.warehouse if self.is_s3 else f"file://{self.warehouse}"
                 return SqlCatalog(cfg.name, uri=resolve_uri(cfg.uri, self.root), warehouse=warehouse, **props)
@@ -148,9 +148,8 @@ class Lakehouse:
         with self._catalog_lock:
             catalog, self._catalog, self._warming = self._catalog, None, False
         self._namespaces.clear()
-        engine = getattr(catalog, "engine", None)
-        if engine is not None:
-            engine.dispose()
+        if catalog is not None:
+            catalog.close()  # both SqlCatalog and RestCatalog have it
 
     def location(self, workspace: str, layer: str, name: str) -> str:
         """Where a table's files live (a staged table already lives where it will be published)."""
@@ -187,18 +186,11 @@ class Lakehouse:
         uri = resolve_uri(self.config.catalog.uri, self.root)
         if uri.startswith("sqlite:///"):
             return self._list_sqlite(uri.removeprefix("sqlite:///"))
-        from sqlalchemy import text
-        from sqlalchemy.exc import SQLAlchemyError
-
-        catalog = self.catalog
-        engine = getattr(catalog, "engine")  # noqa: B009 - SqlCatalog's engine is public but untyped
-        query = text(
-            "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = :c"
-        )
+        catalog: Any = self.catalog
+        query = "SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ?"
         try:
-            with engine.connect() as conn:
-                rows = conn.execute(query, {"c": self.config.catalog.name}).fetchall()
-        except SQLAlchemyError as exc:
+            rows = catalog.db.rows(query, (self.config.catalog.name,))
+        except Exception as exc:  # the driver's own errors (psycopg, sqlite3)
             raise CatalogError(f"cannot read the catalog: {exc}") from exc
         return _refs(rows)
 

@@ -152,46 +152,27 @@ def _swap_sql(
     staged: list[tuple[Publication, Table, tuple[Any, str, Any, Any]]],
     renames: list[tuple[Publication, Table]],
 ) -> None:
-    from sqlalchemy import text
-
-    catalog = lakehouse.catalog
-    engine = getattr(catalog, "engine")  # noqa: B009 - SqlCatalog's engine
-    statement = text(
-        "UPDATE iceberg_tables SET metadata_location = :new, previous_metadata_location = :old "
-        "WHERE catalog_name = :catalog AND table_namespace = :namespace AND table_name = :name "
-        "AND metadata_location = :old"
+    catalog: Any = lakehouse.catalog
+    name = lakehouse.config.catalog.name
+    statement = (
+        "UPDATE iceberg_tables SET metadata_location = ?, previous_metadata_location = ? "
+        "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
     )
-    rename = text(
-        "UPDATE iceberg_tables SET table_name = :name "
-        "WHERE catalog_name = :catalog AND table_namespace = :namespace AND table_name = :stage "
-        "AND metadata_location = :location"
+    rename = (
+        "UPDATE iceberg_tables SET table_name = ? "
+        "WHERE catalog_name = ? AND table_namespace = ? AND table_name = ? AND metadata_location = ?"
     )
-    with engine.begin() as conn:
+    with catalog.db.transaction() as db:
         for item, stage_table in renames:
-            moved = conn.execute(
-                rename,
-                {
-                    "name": item.ref.name,
-                    "stage": item.stage,
-                    "location": stage_table.metadata_location,
-                    "catalog": lakehouse.config.catalog.name,
-                    "namespace": f"{item.ref.workspace}.{item.ref.layer}",
-                },
-            ).rowcount
+            namespace = f"{item.ref.workspace}.{item.ref.layer}"
+            moved = db.execute(rename, (item.ref.name, name, namespace, item.stage, stage_table.metadata_location))
             if moved != 1:
                 raise CommitConflictError(f"`{item.ref.short}` could not be published; nothing was published")
             fault("publish:between_tables")
         for item, table, (_metadata, new_location, _u, _r) in staged:
-            moved = conn.execute(
-                statement,
-                {
-                    "new": new_location,
-                    "old": table.metadata_location,
-                    "catalog": lakehouse.config.catalog.name,
-                    "namespace": f"{item.ref.workspace}.{item.ref.layer}",
-                    "name": item.ref.name,
-                },
-            ).rowcount
+            namespace = f"{item.ref.workspace}.{item.ref.layer}"
+            old_location = table.metadata_location
+            moved = db.execute(statement, (new_location, old_location, name, namespace, item.ref.name, old_location))
             if moved != 1:
                 raise CommitConflictError(
                     f"`{item.ref.short}` was changed by another writer while publishing; nothing was published. "
