@@ -61,7 +61,7 @@ def run_source(
         checksums = _Checksums(landing, [f for f in files if f["checksum"] is None])
     runner.lakehouse.warm_up()  # the write needs the catalog: open it while the files are read
     con = cursor()
-    runner.ensure_views()  # downstream nodes need them; DuckDB builds them while PyIceberg imports
+    runner.warm_views()  # downstream nodes need them: built while the files are read
     connector = connector_class(config.type)(config)  # after the check: no new file, no import
     from datetime import UTC, datetime
 

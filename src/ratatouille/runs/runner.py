@@ -221,6 +221,7 @@ class Runner:
         self.progress = progress or (lambda event, result: None)
         self.on_start = on_start
         self._view_lock = threading.Lock()
+        self._view_builder: threading.Thread | None = None
         self._cursors: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cursor_lock = threading.Lock()
 
@@ -251,6 +252,7 @@ class Runner:
         ctx = RunContext(run_id, self.workspace, branch, self.lakehouse, self.state, self.full_refresh, {})
         self.db = f"__rat_run_{re.sub(r'[^a-z0-9]', '_', run_id.lower())}"
         self._views_ready = False
+        self._view_builder = None
         try:  # from here on, whatever goes wrong closes the run record as failed
             if self.on_start is not None:
                 self.on_start(run_id)  # e.g. the API answers with the id while the run goes on
@@ -269,6 +271,8 @@ class Runner:
             self.state.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            if self._view_builder is not None:
+                self._view_builder.join()
             self._drop_views()
         failed = [r for r in results.values() if r.status != "success"]
         status = "success" if not failed and error is None else "failed"
@@ -632,11 +636,27 @@ class Runner:
 
     def ensure_views(self) -> None:
         """Create the run's views of the lakehouse if no node has yet (loads DuckDB's iceberg
-        extension; a source calls it while the catalog opens, before its first write)."""
+        extension, 0.2-0.3 s)."""
         with self._view_lock:
             if not self._views_ready:
                 self._snapshot_views()
                 self._views_ready = True
+
+    def warm_views(self) -> None:
+        """Start building the views on a thread (once): a source that writes does not read them,
+        and its read should not wait for them, but the models after it will."""
+        with self._cursor_lock:  # not the view lock: the builder holds that one while it works
+            if self._views_ready or self._view_builder is not None:
+                return
+
+            def build() -> None:
+                try:
+                    self.ensure_views()
+                except Exception:  # the next node that needs the views reports the error
+                    log.debug("building the run's views failed", exc_info=True)
+
+            self._view_builder = threading.Thread(target=build, name="rat-views", daemon=True)
+            self._view_builder.start()
 
     def _snapshot_views(self) -> None:
         """Views of every table of the workspace at ``main`` as of the run's start, in a database of

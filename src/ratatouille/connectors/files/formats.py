@@ -635,9 +635,12 @@ class CsvFile(FileRead):
     def open(self) -> None:
         import duckdb
 
+        typed = False
         if self.columns is None:
             try:
-                self.columns, self.formats = self._typed_header() or self._sniff()
+                header = self._typed_header()
+                typed = header is not None
+                self.columns, self.formats = header or self._sniff()
             except _EmptyFile:
                 return
         self.sql = (
@@ -645,6 +648,10 @@ class CsvFile(FileRead):
             f"store_rejects = true, rejects_table = {literal(self.rejects)}, rejects_scan = {literal(self.scans)})"
         )
         try:
+            if self.spec.defer and typed:
+                # The header was read and every column is typed: nothing for a bind to find out.
+                self._bound = [name for name, _ in self.columns] + [name for name, _ in self.spec.extras]
+                return
             if self.spec.defer:
                 self._bound = list(self.cur.sql(self.sql).columns)  # binding checks the file
                 return
