@@ -6,8 +6,8 @@ a connector's cursor state) is saved only after the run has published.
 
 Files are ingested exactly once, keyed on path + size + checksum: a new file is read, an
 unchanged one skipped, a changed one re-read (its previous rows are replaced, and the change is
-logged). New files are hashed while they are read, off the run's critical path. Before its run publishes, a source notes the files it read as pending (with the run's
-id) in its source state; after the publish they go to the registry. If the process dies in
+logged); new files are hashed while they are read, off the run's critical path. Before its run
+publishes, a source notes the files it read as pending (with the run's id) in its source state; after the publish they go to the registry. If the process dies in
 between, the next run finds the note: when that run's snapshot is in the table's ``main``
 history the files are registered (their rows are published), otherwise they are read again.
 """

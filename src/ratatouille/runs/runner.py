@@ -222,6 +222,7 @@ class Runner:
         self.on_start = on_start
         self._view_lock = threading.Lock()
         self._view_builder: threading.Thread | None = None
+        self._builder_lock = threading.Lock()  # not the view lock: the builder holds that one
         self._cursors: dict[str, duckdb.DuckDBPyConnection] = {}
         self._cursor_lock = threading.Lock()
 
@@ -645,7 +646,7 @@ class Runner:
     def warm_views(self) -> None:
         """Start building the views on a thread (once): a source that writes does not read them,
         and its read should not wait for them, but the models after it will."""
-        with self._cursor_lock:  # not the view lock: the builder holds that one while it works
+        with self._builder_lock:
             if self._views_ready or self._view_builder is not None:
                 return
 

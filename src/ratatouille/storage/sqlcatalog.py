@@ -48,8 +48,11 @@ if TYPE_CHECKING:
     from pyiceberg.view.metadata import ViewVersion
 
 log = logging.getLogger("ratatouille.catalog")
+_NO_VIEWS = "the SQL catalog keeps no Iceberg views (as PyIceberg's SqlCatalog); use a REST catalog for them"
 
 TABLE_TYPE = "TABLE"
+# Views of other engines may share iceberg_tables; they are not tables to load or list.
+_TABLES_ONLY = " AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)"
 _DDL = (
     "CREATE TABLE IF NOT EXISTS iceberg_tables ("
     "catalog_name VARCHAR(255) NOT NULL, table_namespace VARCHAR(255) NOT NULL, "
@@ -147,10 +150,7 @@ class SqlCatalog(MetastoreCatalog):
     # -- tables ---------------------------------------------------------------------------
 
     def _where_table(self) -> str:
-        where = "catalog_name = ? AND table_namespace = ? AND table_name = ?"
-        if self._typed:  # views of other engines share the table; they are not ours to read
-            where += " AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)"
-        return where
+        return "catalog_name = ? AND table_namespace = ? AND table_name = ?" + (_TABLES_ONLY if self._typed else "")
 
     def _insert(self, db: _Database, namespace: str, name: str, metadata_location: str) -> None:
         columns = "catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location"
@@ -279,9 +279,7 @@ class SqlCatalog(MetastoreCatalog):
         if namespace and not self.namespace_exists(namespace):
             raise NoSuchNamespaceError(f"Namespace does not exist: {namespace}")
         text = Catalog.namespace_to_string(namespace)
-        where = "catalog_name = ? AND table_namespace = ?"
-        if self._typed:
-            where += " AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)"
+        where = "catalog_name = ? AND table_namespace = ?" + (_TABLES_ONLY if self._typed else "")
         rows = self.db.rows(f"SELECT table_namespace, table_name FROM iceberg_tables WHERE {where}", (self.name, text))
         return [(*Catalog.identifier_to_tuple(str(ns)), str(name)) for ns, name in rows]
 
@@ -367,7 +365,7 @@ class SqlCatalog(MetastoreCatalog):
                 )
         return summary
 
-    # -- views: not supported (as PyIceberg's SqlCatalog) ---------------------------------
+    # -- views: not supported, as in PyIceberg's SqlCatalog ------------------------------
 
     def create_view(
         self,
@@ -377,22 +375,22 @@ class SqlCatalog(MetastoreCatalog):
         location: str | None = None,
         properties: Properties = EMPTY_DICT,
     ) -> View:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def list_views(self, namespace: str | Identifier) -> list[Identifier]:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def view_exists(self, identifier: str | Identifier) -> bool:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def register_view(self, identifier: str | Identifier, metadata_location: str) -> View:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def drop_view(self, identifier: str | Identifier) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def load_view(self, identifier: str | Identifier) -> View:
-        raise NotImplementedError
+        raise NotImplementedError(_NO_VIEWS)
 
     def close(self) -> None:
         """Close the catalog's connection."""

@@ -184,12 +184,11 @@ class FilesConnector(Connector):
         ingested_at = datetime.now(UTC)
         con = self.connection(paths)
         columns = self.source.check_column_types(con)
-        if self._deferred:
-            con.execute("SET TimeZone = 'UTC'")  # the caller runs the reads on ``con`` itself
         if not self._deferred:
             for path in paths:
                 yield self._output(con, path, ctx, ingested_at, columns)[0]
             return
+        con.execute("SET TimeZone = 'UTC'")  # the caller runs the deferred reads on ``con`` itself
         # Bind every file first, then read the files that share a layout with one scan.
         opened = [self._output(con, path, ctx, ingested_at, columns) for path in paths]
         queries = combine([file for _, file in opened if isinstance(file, CsvFile)])
