@@ -11,6 +11,7 @@ import pytest
 
 from ratatouille.errors import DataError, SchemaError, TableNotFoundError
 from ratatouille.storage.reader import AsOf
+from ratatouille.storage.results import WriteResult
 from ratatouille.workspace import Workspace
 
 ALL_TYPES = """
@@ -333,3 +334,19 @@ def test_early_files_that_do_not_fit_a_table_created_meanwhile_are_written_again
     rows = workspace.query("SELECT id, note FROM silver.raced ORDER BY id").to_pylist()
     assert rows == [{"id": 1, "note": "x"}, {"id": 2, "note": None}]
     assert _data_files_on_disk(workspace, "silver.raced") == _referenced(workspace, "silver.raced")
+
+
+def test_a_write_that_is_the_whole_table_lists_its_files(workspace: Workspace) -> None:
+    """``WriteResult.files`` is every data file of the new snapshot when the write is all the
+    table holds (first write, full overwrite; partitioned too), and unknown otherwise."""
+
+    def files(result: WriteResult) -> set[str] | None:
+        return None if result.files is None else {p.removeprefix("file://") for p in result.files}
+
+    first = workspace.write("silver.listed", "SELECT range AS id, range % 3 AS g FROM range(30)", partition_by=["g"])
+    assert files(first) == _referenced(workspace, "silver.listed") and len(_referenced(workspace, "silver.listed")) == 3
+    assert files(workspace.append("silver.listed", "SELECT 99 AS id, 1 AS g")) is None
+    assert files(workspace.merge("silver.listed", "SELECT 1 AS id, 1 AS g", unique_key="id")) is None
+    assert files(workspace.overwrite("silver.listed", "SELECT 5 AS id, 0 AS g", where="g = 0")) is None
+    whole = workspace.overwrite("silver.listed", "SELECT range AS id, 0 AS g FROM range(4)")
+    assert files(whole) == _referenced(workspace, "silver.listed")

@@ -106,6 +106,9 @@ class RunContext:
     touched: dict[str, TableRef] = field(default_factory=dict)  # tables written to the branch
     stages: dict[str, str] = field(default_factory=dict)  # new table key -> hidden stage name
     changed: set[str] = field(default_factory=set)  # tables that got a new snapshot in this run
+    # Table key -> every data file of its head, when the run wrote it once and that write is all
+    # it holds (``WriteResult.files``); None once it is written again.
+    files: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)  # table key -> node that wrote it
     after_publish: list[tuple[str, Callable[[], None]]] = field(default_factory=list)  # (node, hook)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -144,6 +147,8 @@ class RunContext:
             self.owners.setdefault(key, owner)
             if result.committed:
                 self.changed.add(key)
+                # A second write (in whichever order the commits landed) makes the list unknown.
+                self.files[key] = None if key in self.files else result.files
         return result
 
     def ref(self, key: str) -> TableRef:
@@ -221,6 +226,8 @@ class Runner:
         self.progress = progress or (lambda event, result: None)
         self.on_start = on_start
         self._view_lock = threading.Lock()
+        self._iceberg_lock = threading.Lock()
+        self._iceberg_loaded = False
         self._view_builder: threading.Thread | None = None
         self._builder_lock = threading.Lock()  # not the view lock: the builder holds that one
         self._cursors: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -636,8 +643,7 @@ class Runner:
         return f"{quote(self.db)}.{quote(parts[0])}.{quote(parts[1])}"
 
     def ensure_views(self) -> None:
-        """Create the run's views of the lakehouse if no node has yet (loads DuckDB's iceberg
-        extension, 0.2-0.3 s)."""
+        """Create the run's views of the lakehouse if no node has yet."""
         with self._view_lock:
             if not self._views_ready:
                 self._snapshot_views()
@@ -659,18 +665,26 @@ class Runner:
             self._view_builder = threading.Thread(target=build, name="rat-views", daemon=True)
             self._view_builder.start()
 
+    def _iceberg(self) -> None:
+        """Load DuckDB's iceberg extension on the run's session, once (0.2-0.3 s of CPU: a build
+        from scratch, whose views all read files the run wrote, never loads it)."""
+        with self._iceberg_lock:
+            if not self._iceberg_loaded:
+                from ratatouille.engine import load_extensions
+
+                load_extensions(self.con, "iceberg")
+                self._iceberg_loaded = True
+
     def _snapshot_views(self) -> None:
         """Views of every table of the workspace at ``main`` as of the run's start, in a database of
         this run (created when the first node needs them: an up-to-date run never pays for it)."""
-        from ratatouille.engine import load_extensions
-
-        load_extensions(self.con, "iceberg")
         self.con.execute(f"ATTACH ':memory:' AS {quote(self.db)}")
         layers = {k.split(".")[0] for k in self.graph.dag.nodes} | {"bronze", "silver", "gold", "quarantine"}
         for layer in sorted(layers):
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(layer)}")
         for ref in self.lakehouse.list_tables(self.workspace):
             if ref.metadata_location:
+                self._iceberg()
                 self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.db)}.{quote(ref.layer)}")
                 self.con.execute(
                     f"CREATE OR REPLACE VIEW {self.relation(ref.short)} AS "
@@ -680,6 +694,7 @@ class Runner:
         for ref in self.lakehouse.list_tables():
             if ref.workspace == self.workspace or not ref.metadata_location:
                 continue
+            self._iceberg()
             self.con.execute(f"ATTACH IF NOT EXISTS ':memory:' AS {quote(ref.workspace)}")
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(ref.workspace)}.{quote(ref.layer)}")
             self.con.execute(
@@ -701,16 +716,22 @@ class Runner:
         if (model is not None and model.materialized == Materialized.VIEW) or key not in ctx.changed:
             return
         self.ensure_views()
-        target, branch = ctx.target(key)
-        table = self.lakehouse.catalog.load_table(target.identifier)
-        head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
-        if head is None:
-            return
+        with ctx.lock:
+            files = ctx.files.get(key)
+        if files and not any(c in path for path in files for c in _GLOB):
+            # The files are the whole table, written with its schema: read them directly.
+            listed = ", ".join(f"'{_sql(path.removeprefix('file://'))}'" for path in files)
+            source = f"read_parquet([{listed}], hive_partitioning = false)"
+        else:
+            target, branch = ctx.target(key)
+            table = self.lakehouse.catalog.load_table(target.identifier)
+            head = table.snapshot_by_name(branch) if branch else table.current_snapshot()
+            if head is None:
+                return
+            self._iceberg()
+            source = f"iceberg_scan('{_sql(table.metadata_location)}', snapshot_from_id={head.snapshot_id})"
         with self._view_lock:
-            con.execute(
-                f"CREATE OR REPLACE VIEW {self.relation(key)} AS SELECT * FROM "
-                f"iceberg_scan('{_sql(table.metadata_location)}', snapshot_from_id={head.snapshot_id})"
-            )
+            con.execute(f"CREATE OR REPLACE VIEW {self.relation(key)} AS SELECT * FROM {source}")
 
     def _drop_views(self) -> None:
         if not self._views_ready:
@@ -786,6 +807,8 @@ class Runner:
             except Exception:  # cleanup must not hide the run's own outcome
                 log.debug("could not clean up %s", key, exc_info=True)
 
+
+_GLOB = "*?[{"  # a path with these is a pattern to read_parquet: such files are read through Iceberg
 
 _GIL_TURN_S = 0.0005
 _turns_lock = threading.Lock()

@@ -25,6 +25,9 @@ class WriteResult:
     created: bool = False
     schema_changes: tuple[str, ...] = ()
     committed: bool = True  # False when there was nothing to write (no new snapshot)
+    # Every data file of the new snapshot, when this write is all the table holds (its first
+    # write, or a full overwrite): readers can scan them without Iceberg metadata. Else None.
+    files: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

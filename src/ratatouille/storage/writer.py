@@ -312,8 +312,10 @@ class TableWriter:
         written.rewritten = []
         removed: list[DataFile] = []
         rows_deleted = 0
+        whole = mode == "overwrite" and where is None  # the snapshot holds this write's files only
         if mode == "overwrite" or (mode in KEYED and written.staged):
             current = _current_files(table, branch)
+            whole = whole or not current
             if mode == "overwrite" and where is None:
                 removed = current
                 rows_deleted = sum(f.record_count for f in current)
@@ -321,6 +323,7 @@ class TableWriter:
                 removed, written.rewritten, rows_deleted = self._rewrite(
                     tx, schema, current, written.staged, keys, where
                 )
+        whole = whole or created
 
         if not (removed or written.staged or written.rewritten or changes or created):
             # Nothing to add or remove (e.g. an incremental run with no new rows): no commit,
@@ -366,6 +369,7 @@ class TableWriter:
             files_removed=len(removed),
             created=created,
             schema_changes=tuple(changes),
+            files=tuple(f.file_path for f in written.staged + written.rewritten) if whole else None,
         )
 
     def _check_partitioning(
