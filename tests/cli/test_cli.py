@@ -141,3 +141,25 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_a_build_of_the_pos_example_imports_neither_pyarrow_nor_the_iceberg_extension(tmp_path: Path) -> None:
+    """CSV goes from DuckDB straight to Parquet, footers are read by DuckDB, and the views read
+    the files the run wrote: pyarrow (and numpy), 0.13 s of CPU, and DuckDB's iceberg extension,
+    0.2 s, stay unloaded in a build from scratch (``bench/bench_pipelines.py``)."""
+    root = tmp_path / "pos"
+    assert CliRunner().invoke(cli, ["init", str(root), "--rows", "3000"]).exit_code == 0
+    code = (
+        "import sys, contextlib, io; from ratatouille.cli.main import cli\n"
+        "from ratatouille.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        cli(['run', '--json', '--project', sys.argv[1]])\n    except SystemExit as exc:\n"
+        "        assert not exc.code, exc.code\n"
+        "cons = [c for c in main._OPENED if hasattr(c, 'con')]\n"
+        "loaded = [c.con.execute(\"SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'iceberg'\")"
+        ".fetchone()[0] for c in cons]\n"
+        "print('HEAVY', [m for m in ('pyarrow', 'numpy', 'pandas') if m in sys.modules], loaded)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY [] [False]" in proc.stdout

@@ -19,7 +19,7 @@ from pyiceberg.transforms import DayTransform, IdentityTransform, TruncateTransf
 
 from ratatouille.engine import quote
 from ratatouille.storage import types
-from ratatouille.storage.stats import data_file_statistics
+from ratatouille.storage.stats import data_file_statistics, read_footers
 from ratatouille.storage.writer import _new_schema
 from ratatouille.workspace import Workspace
 from storage.test_write_behaviour import ALL_TYPES
@@ -33,6 +33,7 @@ SELECT
     NULL::VARCHAR AS only_nulls,
     NULL::BIGINT AS null_numbers,
     repeat('\\xFF', 20)::BLOB AS high_bytes,
+    ('\\x5Cx41' || i)::BLOB AS backslash_bytes,
     (i % 700 / 7)::DECIMAL(4, 2) AS dec_int32,
     (i * 1234.567)::DECIMAL(18, 3) AS dec_int64,
     ((i % 9)::HUGEINT * 100000000000000000000000000 + 0.1234567891)::DECIMAL(38, 10) AS dec_wide,
@@ -64,11 +65,12 @@ def write(con: duckdb.DuckDBPyConnection, path: Path, sql: str, row_group_size: 
 
 
 def both(path: Path, schema: Schema, properties: dict[str, str]) -> tuple[Any, Any]:
-    metadata = pq.read_metadata(path)
+    """Ours, from DuckDB's reading of the footer; PyIceberg's, from pyarrow's."""
     theirs = data_file_statistics_from_parquet_metadata(
-        metadata, compute_statistics_plan(schema, properties), parquet_path_to_id_mapping(schema)
+        pq.read_metadata(path), compute_statistics_plan(schema, properties), parquet_path_to_id_mapping(schema)
     )
-    return data_file_statistics(metadata, schema, properties), theirs
+    footers = read_footers(duckdb.connect(), [str(path)])
+    return data_file_statistics(footers[str(path)], schema, properties), theirs
 
 
 @pytest.mark.parametrize(

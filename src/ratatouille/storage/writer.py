@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from pyiceberg.table.metadata import TableMetadata
     from pyiceberg.types import IcebergType
 
+    from ratatouille.storage.stats import Chunk
+
 log = logging.getLogger(__name__)
 
 TARGET_FILE_SIZE = "256MB"
@@ -459,9 +461,12 @@ class TableWriter:
 
     def _describe(self, tx: Transaction, paths: list[str]) -> list[DataFile]:
         """The files as Iceberg data files of the transaction's table; empty ones are removed."""
+        from ratatouille.storage.stats import read_footers
+
         io = tx._table.io if hasattr(tx, "_table") else None  # noqa: SLF001 - PyIceberg keeps the FileIO there
         assert io is not None
-        data_files = [_data_file(io, tx.table_metadata, p) for p in paths]
+        footers = read_footers(self.con, [_local(p) for p in paths])
+        data_files = [_data_file(io, tx.table_metadata, p, footers[_local(p)]) for p in paths]
         self._delete([f.file_path for f in data_files if f.record_count == 0])
         return [f for f in data_files if f.record_count > 0]
 
@@ -676,7 +681,7 @@ def _current_files(table: Table, branch: str | None) -> list[DataFile]:
     return [task.file for task in table.scan(snapshot_id=snapshot.snapshot_id).plan_files()]
 
 
-def _data_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
+def _data_file(io: FileIO, metadata: TableMetadata, path: str, chunks: list[Chunk]) -> DataFile:
     """Describe a Parquet file we wrote as an Iceberg data file, with stats and partition values.
 
     Like PyIceberg's ``parquet_file_to_data_file`` (with the metrics of ``storage.stats``), except
@@ -685,18 +690,15 @@ def _data_file(io: FileIO, metadata: TableMetadata, path: str) -> DataFile:
     """
     import re
 
-    import pyarrow.parquet as pq
     from pyiceberg.manifest import DataFile, DataFileContent, FileFormat
     from pyiceberg.typedef import Record
 
     from ratatouille.storage.stats import data_file_statistics
 
     input_file = io.new_input(path)
-    with input_file.open() as stream:
-        parquet_metadata = pq.read_metadata(stream)
     schema = metadata.schema()
     spec = metadata.spec()
-    statistics = data_file_statistics(parquet_metadata, schema, metadata.properties)
+    statistics = data_file_statistics(chunks, schema, metadata.properties)
     folders = dict(re.findall(r"__rat_p(\d+)=([^/]*)", path))
     values = []
     for index, spec_field in enumerate(spec.fields):

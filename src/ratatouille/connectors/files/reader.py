@@ -298,9 +298,6 @@ class FilesConnector(Connector):
         *,
         close: bool = True,
     ) -> Iterator[pa.RecordBatch]:
-        import duckdb
-        import pyarrow as pa
-
         try:
             rows = 0
             for batch in file.batches():
@@ -315,7 +312,9 @@ class FilesConnector(Connector):
             quarantine.extend(_record(path, bad, ingested_at) for bad in problems)
             if problems:
                 logger.warning("%s: %d rows read, %d quarantined", path, rows, len(problems))
-        except (duckdb.Error, OSError, pa.ArrowException) as exc:
+        except Exception as exc:
+            if not _read_error(exc):
+                raise
             raise ConnectorError(f"cannot read {path}: {exc}") from exc
         finally:
             if close:
@@ -352,6 +351,17 @@ class FilesConnector(Connector):
         if not schemas:
             raise ConnectorError(f"source `{self.source.name}`: no file has any column")
         return pa.unify_schemas(schemas, promote_options="permissive")
+
+
+def _read_error(exc: Exception) -> bool:
+    """Whether reading a file failed (DuckDB, the file system, or pyarrow if a read imported it:
+    CSV read by DuckDB straight into Parquet never does, and need not import it to know)."""
+    import sys
+
+    import duckdb
+
+    pa = sys.modules.get("pyarrow")
+    return isinstance(exc, duckdb.Error | OSError) or (pa is not None and isinstance(exc, pa.ArrowException))
 
 
 def _record(path: str, bad: Bad, ingested_at: datetime) -> dict[str, Any]:
