@@ -121,7 +121,7 @@ class _Totals:
 # One row per column chunk; the bounds also as DuckDB casts them back from their text (the
 # types whose text Python would have to parse like DuckDB: dates beyond year 9999, BC, ...).
 _FOOTER_SQL = """
-SELECT file_name, row_group_id, row_group_num_rows, column_id, path_in_schema, num_values,
+SELECT file_name, row_group_num_rows, column_id, path_in_schema, num_values,
        total_compressed_size, stats_null_count, stats_min_value, stats_max_value,
        dictionary_page_offset, data_page_offset,
        TRY_CAST(stats_min_value AS BLOB), TRY_CAST(stats_max_value AS BLOB),
@@ -139,7 +139,6 @@ ORDER BY file_name, row_group_id, column_id
 class Chunk:
     """One column chunk of a Parquet footer, as ``read_footers`` found it."""
 
-    row_group: int
     row_group_rows: int
     column: int
     path: str  # DuckDB's path_in_schema: the names from the top, joined with ", "
@@ -162,8 +161,8 @@ def read_footers(con: duckdb.DuckDBPyConnection, paths: list[str]) -> dict[str, 
         return found
     files = "[" + ", ".join(literal(p) for p in paths) + "]"
     for row in con.execute(_FOOTER_SQL.format(files=files)).fetchall():
-        name, group, group_rows, column, path, values, size, nulls, low, high, dictionary, data, *cast = row
-        chunk = Chunk(group, group_rows, column, path, values, size, nulls, low, high, dictionary, data, tuple(cast))
+        name, group_rows, column, path, values, size, nulls, low, high, dictionary, data, *cast = row
+        chunk = Chunk(group_rows, column, path, values, size, nulls, low, high, dictionary, data, tuple(cast))
         if name not in found:  # never guess: a file whose chunks went missing would look empty
             raise RuntimeError(f"DuckDB described {name}, which is not one of the files asked for")
         found[name].append(chunk)
